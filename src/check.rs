@@ -1,0 +1,391 @@
+//! `guerite check`: what guerite sees and why, read-only. The views are built from the same plan
+//! a run would make, so `check` never disagrees with `run` about what is due.
+
+use std::collections::BTreeMap;
+
+use anyhow::{Context, Result, bail};
+use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
+use chrono_tz::Tz;
+use serde::Serialize;
+
+use crate::config::{Config, Modifiers};
+use crate::docker::Docker;
+use crate::engine::Container;
+use crate::labels::{self, LabelError};
+use crate::own_container;
+use crate::plan::{self, ActionKind, Decision, Input, Planned, Request, Verdict};
+use crate::report::{local, reason_text};
+use crate::state::{ActionResult, ContainerState, State};
+
+const NEXT_FIRES: usize = 3;
+const TIME: &str = "%Y-%m-%d %H:%M %Z";
+
+#[derive(Debug, Serialize)]
+pub struct View {
+    pub name: String,
+    pub id: String,
+    pub image: String,
+    pub state: String,
+    pub status: String,
+    pub schedules: Vec<ScheduleView>,
+    /// Verdicts about the whole container (scope, swarm, label error).
+    pub container_verdicts: Vec<Verdict>,
+    pub modifiers: Option<Modifiers>,
+    pub depends_on: Vec<String>,
+    pub label_errors: Vec<LabelError>,
+    pub last_results: BTreeMap<ActionKind, ActionResult>,
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ScheduleView {
+    pub action: ActionKind,
+    pub label: String,
+    pub expression: String,
+    pub next: Vec<DateTime<Utc>>,
+    pub now: Decision,
+}
+
+/// Parses `--at`: RFC 3339, or a wall-clock time in the configured zone.
+pub fn parse_at(text: &str, tz: Tz) -> Result<DateTime<Utc>> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(text.trim()) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    for format in ["%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M"] {
+        if let Ok(naive) = NaiveDateTime::parse_from_str(text.trim(), format) {
+            return tz
+                .from_local_datetime(&naive)
+                .earliest()
+                .map(|t| t.with_timezone(&Utc))
+                .with_context(|| {
+                    format!("--at {text:?} does not exist in {tz} (a daylight-saving gap)")
+                });
+        }
+    }
+    bail!(
+        "--at {text:?} is not a time: expected RFC 3339 (2026-11-21T04:00:00Z) or YYYY-MM-DD HH:MM in GUERITE_TZ"
+    )
+}
+
+pub fn view(
+    config: &Config,
+    planned: &Planned<'_>,
+    state: Option<&ContainerState>,
+    now: DateTime<Utc>,
+) -> View {
+    let c = planned.container;
+    let tz = config.tz;
+    let schedules = planned
+        .settings
+        .iter()
+        .flat_map(|s| s.schedules.iter())
+        .map(|(kind, sched)| ScheduleView {
+            action: *kind,
+            label: config.labels.key(*kind).to_string(),
+            expression: sched.expr().to_string(),
+            next: sched.next_after(now, tz, NEXT_FIRES),
+            now: planned
+                .verdicts
+                .iter()
+                .find(|v| v.kind == Some(*kind))
+                .map(|v| v.decision.clone())
+                .unwrap_or(Decision::Skip(plan::Reason::NotDue { next: None })),
+        })
+        .collect();
+    View {
+        name: c.name.clone(),
+        id: c.id.clone(),
+        image: c.image.clone(),
+        state: c.state.as_str().to_string(),
+        status: c.status.clone(),
+        schedules,
+        container_verdicts: planned
+            .verdicts
+            .iter()
+            .filter(|v| v.kind.is_none())
+            .cloned()
+            .collect(),
+        modifiers: planned.settings.as_ref().map(|s| s.modifiers),
+        depends_on: planned
+            .settings
+            .as_ref()
+            .map(|s| s.depends_on.clone())
+            .unwrap_or_default(),
+        label_errors: planned.errors.clone(),
+        last_results: state.map(|s| s.results.clone()).unwrap_or_default(),
+        warnings: warnings(config, c),
+    }
+}
+
+fn warnings(config: &Config, c: &Container) -> Vec<String> {
+    let mut w = Vec::new();
+    if c.labels.contains_key(&config.labels.health) && c.health().is_none() {
+        w.push(format!(
+            "{} is set but the container has no healthcheck: health checks are skipped",
+            config.labels.health
+        ));
+    }
+    if c.is_swarm_managed() {
+        w.push("managed by a swarm service: guerite leaves it to swarm".into());
+    }
+    if !c.anonymous_volumes.is_empty() {
+        w.push(format!(
+            "anonymous volumes at {}: guerite re-attaches them by name when it replaces the container; \
+             naming them would make them easier to keep",
+            c.anonymous_volumes.join(", ")
+        ));
+    }
+    if let Some(target) = c
+        .network_mode
+        .as_deref()
+        .and_then(|m| m.strip_prefix("container:"))
+    {
+        w.push(format!(
+            "shares the network of container {target}: it is recreated whenever that one is replaced"
+        ));
+    }
+    if let Some(project) = c.compose_project() {
+        w.push(format!(
+            "part of compose project {project:?}: `docker compose up` may later recreate it from the compose file"
+        ));
+    }
+    w
+}
+
+pub fn render_table(config: &Config, views: &[View]) -> String {
+    if views.is_empty() {
+        return format!(
+            "No monitored containers: none carries {}, {}, {} or {}.\n",
+            config.labels.update,
+            config.labels.restart,
+            config.labels.recreate,
+            config.labels.health
+        );
+    }
+    let tz = config.tz;
+    let mut rows: Vec<[String; 6]> = vec![[
+        "CONTAINER".into(),
+        "STATE".into(),
+        "ACTION".into(),
+        "SCHEDULE".into(),
+        format!("NEXT ({})", tz.name()),
+        "LAST RESULT".into(),
+    ]];
+    for v in views {
+        let mut first = true;
+        let mut row = |action: String, schedule: String, next: String, last: String| {
+            let (name, state) = if first {
+                (v.name.clone(), v.state.clone())
+            } else {
+                (String::new(), String::new())
+            };
+            first = false;
+            rows.push([name, state, action, schedule, next, last]);
+        };
+        for verdict in &v.container_verdicts {
+            if let Decision::Skip(reason) = &verdict.decision {
+                row(
+                    "-".into(),
+                    "-".into(),
+                    "-".into(),
+                    format!("skipped: {}", reason_text(reason, tz)),
+                );
+            }
+        }
+        for e in &v.label_errors {
+            row("-".into(), "-".into(), "-".into(), format!("error: {e}"));
+        }
+        if !v.container_verdicts.is_empty() {
+            continue;
+        }
+        for s in &v.schedules {
+            let next = s
+                .next
+                .first()
+                .map(|t| local(*t, tz, "%Y-%m-%d %H:%M"))
+                .unwrap_or_else(|| "never".into());
+            let last = match v.last_results.get(&s.action) {
+                Some(r) => format!(
+                    "{} {}",
+                    if r.ok { "ok" } else { "FAILED" },
+                    local(r.at, tz, "%Y-%m-%d %H:%M")
+                ),
+                None => "-".into(),
+            };
+            row(s.action.to_string(), s.expression.clone(), next, last);
+        }
+    }
+    let widths: Vec<usize> = (0..6)
+        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for r in rows {
+        let line: Vec<String> = r
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+pub fn render_one(config: &Config, v: &View) -> String {
+    let tz = config.tz;
+    let mut out = format!(
+        "{} ({}), {}: {}\n",
+        v.name,
+        &v.id[..v.id.len().min(12)],
+        v.state,
+        v.status
+    );
+    out.push_str(&format!("  image: {}\n", v.image));
+    for verdict in &v.container_verdicts {
+        if let Decision::Skip(reason) = &verdict.decision {
+            out.push_str(&format!("  skipped: {}\n", reason_text(reason, tz)));
+        }
+    }
+    for e in &v.label_errors {
+        out.push_str(&format!("  error: {e}\n"));
+    }
+    if !v.schedules.is_empty() {
+        out.push_str(&format!("  schedules (in {}):\n", tz.name()));
+    }
+    for s in &v.schedules {
+        let next: Vec<String> = s.next.iter().map(|t| local(*t, tz, TIME)).collect();
+        out.push_str(&format!(
+            "    {:<9}{:?} ({})\n",
+            s.action.as_str(),
+            s.expression,
+            s.label
+        ));
+        out.push_str(&format!(
+            "             next: {}\n",
+            if next.is_empty() {
+                "never".into()
+            } else {
+                next.join(", ")
+            }
+        ));
+        let now = match &s.now {
+            Decision::Act(plan::Trigger::Schedule { fire }) => {
+                format!("due now (fire time {})", local(*fire, tz, TIME))
+            }
+            Decision::Act(plan::Trigger::Forced) => "forced".into(),
+            Decision::Skip(reason) => reason_text(reason, tz),
+        };
+        out.push_str(&format!("             now:  {now}\n"));
+        if let Some(r) = v.last_results.get(&s.action) {
+            out.push_str(&format!(
+                "             last: {} at {}\n",
+                r.message,
+                local(r.at, tz, TIME)
+            ));
+        }
+    }
+    if let Some(m) = v.modifiers {
+        out.push_str(&format!(
+            "  options: monitor_only={} no_pull={} no_restart={}\n",
+            m.monitor_only, m.no_pull, m.no_restart
+        ));
+    }
+    if !v.depends_on.is_empty() {
+        out.push_str(&format!("  depends on: {}\n", v.depends_on.join(", ")));
+    }
+    for w in &v.warnings {
+        out.push_str(&format!("  warning: {w}\n"));
+    }
+    out
+}
+
+/// Runs `check`; returns whether everything it looked at is in order (exit 0) or not (exit 1).
+pub async fn check(
+    config: &Config,
+    name: Option<&str>,
+    json: bool,
+    at: Option<DateTime<Utc>>,
+) -> Result<bool> {
+    let now = at.unwrap_or_else(Utc::now);
+    let (state, _) = State::load(&config.state_file, now, true)?;
+    let docker = Docker::connect(&config.docker).await?;
+    let containers = docker.list().await?;
+    let self_id = own_container::detect();
+    let request = Request::default();
+    let plan = plan::plan(&Input {
+        config,
+        state: &state,
+        containers: &containers,
+        now,
+        request: &request,
+        self_id: self_id.as_deref(),
+    });
+    let views: Vec<View> = plan
+        .containers
+        .iter()
+        .filter(|p| name.is_none_or(|n| p.container.name == n))
+        .map(|p| view(config, p, state.container(&p.container.name), now))
+        .collect();
+    let ok = views.iter().all(|v| v.label_errors.is_empty());
+    let text = match name {
+        None if json => serde_json::to_string_pretty(&views)? + "\n",
+        None => render_table(config, &views),
+        Some(n) => match views.first() {
+            Some(v) if json => serde_json::to_string_pretty(v)? + "\n",
+            Some(v) => render_one(config, v),
+            None => {
+                let Some(c) = containers.iter().find(|c| c.name == n) else {
+                    bail!("no container named {n:?} on {}", config.docker.host);
+                };
+                debug_assert!(!labels::is_monitored(&c.labels, &config.labels));
+                let msg = format!(
+                    "{n} is not monitored: it carries none of the labels {}, {}, {}, {}.",
+                    config.labels.update,
+                    config.labels.restart,
+                    config.labels.recreate,
+                    config.labels.health
+                );
+                if json {
+                    serde_json::to_string_pretty(
+                        &serde_json::json!({ "name": n, "monitored": false, "why": msg }),
+                    )? + "\n"
+                } else {
+                    msg + "\n"
+                }
+            }
+        },
+    };
+    print!("{text}");
+    Ok(ok)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn at_accepts_rfc3339_and_local_wall_time() {
+        let paris = chrono_tz::Europe::Paris;
+        let utc = |s| DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc);
+        assert_eq!(
+            parse_at("2026-11-21T04:00:00Z", paris).unwrap(),
+            utc("2026-11-21T04:00:00Z")
+        );
+        assert_eq!(
+            parse_at("2026-11-21 04:00", paris).unwrap(),
+            utc("2026-11-21T03:00:00Z")
+        );
+        assert!(
+            parse_at("2026-03-29 02:30", paris)
+                .unwrap_err()
+                .to_string()
+                .contains("daylight-saving gap")
+        );
+        assert!(
+            parse_at("tomorrow", paris)
+                .unwrap_err()
+                .to_string()
+                .contains("not a time")
+        );
+    }
+}

@@ -1,0 +1,217 @@
+//! The Docker engine, through bollard. The only file that sees bollard's types: every answer is
+//! mapped into `engine.rs` terms here.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow};
+use bollard::models::{ContainerSummary, ContainerSummaryStateEnum};
+use bollard::query_parameters::{
+    InspectContainerOptions, ListContainersOptions, RestartContainerOptions,
+};
+use chrono::{DateTime, Utc};
+
+use crate::config::DockerEndpoint;
+use crate::engine::{Container, Details, RunState};
+
+/// Bounds every ordinary call, so that a stuck daemon cannot hang a cron run forever.
+const CALL_TIMEOUT: Duration = Duration::from_secs(60);
+/// Connecting and the version handshake fail fast: an unreachable host is a config problem.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub struct Docker {
+    client: bollard::Docker,
+    endpoint: String,
+}
+
+/// Why a call about one container failed: gone means someone else removed it mid-run.
+#[derive(Debug)]
+pub enum CallError {
+    Gone,
+    Other(anyhow::Error),
+}
+
+impl From<bollard::errors::Error> for CallError {
+    fn from(e: bollard::errors::Error) -> Self {
+        match e {
+            bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            } => CallError::Gone,
+            other => CallError::Other(anyhow!(describe(&other))),
+        }
+    }
+}
+
+/// bollard's messages carry the daemon's text; keep that and drop the Rust type names.
+fn describe(e: &bollard::errors::Error) -> String {
+    match e {
+        bollard::errors::Error::DockerResponseServerError {
+            status_code,
+            message,
+        } => format!("{message} (HTTP {status_code})"),
+        bollard::errors::Error::RequestTimeoutError => {
+            "the Docker engine did not answer in time".into()
+        }
+        other => other.to_string(),
+    }
+}
+
+impl Docker {
+    /// Connects and negotiates the API version: one `/version` call.
+    pub async fn connect(endpoint: &DockerEndpoint) -> Result<Docker> {
+        let host = endpoint.host.as_str();
+        let version = bollard::API_DEFAULT_VERSION;
+        let secs = CONNECT_TIMEOUT.as_secs();
+        let client = match &endpoint.tls_cert_path {
+            Some(dir) => bollard::Docker::connect_with_ssl(
+                host,
+                &dir.join("key.pem"),
+                &dir.join("cert.pem"),
+                &dir.join("ca.pem"),
+                secs,
+                version,
+            )
+            .map_err(|e| {
+                anyhow!(
+                    "cannot load the TLS client files (ca.pem, cert.pem, key.pem) from {} for DOCKER_HOST {host}: {}",
+                    dir.display(),
+                    describe(&e)
+                )
+            })?,
+            None if host.starts_with("unix://") => bollard::Docker::connect_with_unix(host, secs, version)
+                .map_err(|e| anyhow!("cannot use DOCKER_HOST {host}: {}", describe(&e)))?,
+            None => bollard::Docker::connect_with_http(host, secs, version)
+                .map_err(|e| anyhow!("cannot use DOCKER_HOST {host}: {}", describe(&e)))?,
+        };
+        let client = client.negotiate_version().await.map_err(|e| {
+            anyhow!(
+                "cannot reach the Docker engine at {host}: {}. Is dockerd running, and may this user \
+                 use it? Set DOCKER_HOST to choose another endpoint.",
+                describe(&e)
+            )
+        })?;
+        Ok(Docker {
+            client: client.with_timeout(CALL_TIMEOUT),
+            endpoint: host.to_string(),
+        })
+    }
+
+    pub fn api_version(&self) -> String {
+        let v = self.client.client_version();
+        format!("{}.{}", v.major_version, v.minor_version)
+    }
+
+    /// Every container, running or not, with its labels: one call.
+    pub async fn list(&self) -> Result<Vec<Container>> {
+        let options = ListContainersOptions {
+            all: true,
+            ..Default::default()
+        };
+        let summaries = self
+            .client
+            .list_containers(Some(options))
+            .await
+            .map_err(|e| anyhow!(describe(&e)))
+            .with_context(|| format!("cannot list containers on {}", self.endpoint))?;
+        Ok(summaries.into_iter().filter_map(container).collect())
+    }
+
+    pub async fn details(&self, id: &str) -> Result<Details, CallError> {
+        let r = self
+            .client
+            .inspect_container(id, None::<InspectContainerOptions>)
+            .await?;
+        let config = r.config.unwrap_or_default();
+        let state = r.state.unwrap_or_default();
+        Ok(Details {
+            name: r
+                .name
+                .unwrap_or_default()
+                .trim_start_matches('/')
+                .to_string(),
+            running: state.running.unwrap_or(false),
+            stop_timeout: config.stop_timeout,
+            has_healthcheck: config
+                .healthcheck
+                .and_then(|h| h.test)
+                .is_some_and(|t| t.first().is_some_and(|w| w != "NONE")),
+            started_at: state.started_at.as_deref().and_then(parse_time),
+        })
+    }
+
+    /// Stop (with the container's own signal) and start again, in place.
+    pub async fn restart(&self, id: &str, stop_timeout: Duration) -> Result<(), CallError> {
+        let t = i32::try_from(stop_timeout.as_secs()).unwrap_or(i32::MAX);
+        // The daemon waits up to `t` before killing; the call itself must outlive that.
+        let client = self
+            .client
+            .clone()
+            .with_timeout(stop_timeout + CALL_TIMEOUT);
+        client
+            .restart_container(
+                id,
+                Some(RestartContainerOptions {
+                    t: Some(t),
+                    signal: None,
+                }),
+            )
+            .await?;
+        Ok(())
+    }
+}
+
+fn parse_time(s: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(s)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
+        // Docker writes 0001-01-01T00:00:00Z for "never".
+        .filter(|t| t.timestamp() > 0)
+}
+
+fn container(s: ContainerSummary) -> Option<Container> {
+    let id = s.id?;
+    // The list gives "/name"; a container always has exactly one name since links went away.
+    let name = s
+        .names
+        .unwrap_or_default()
+        .into_iter()
+        .map(|n| n.trim_start_matches('/').to_string())
+        .find(|n| !n.contains('/'))?;
+    Some(Container {
+        id,
+        name,
+        image: s.image.unwrap_or_default(),
+        image_id: s.image_id.unwrap_or_default(),
+        labels: s
+            .labels
+            .unwrap_or_default()
+            .into_iter()
+            .collect::<BTreeMap<_, _>>(),
+        created: DateTime::from_timestamp(s.created.unwrap_or(0), 0).unwrap_or_default(),
+        state: match s.state {
+            Some(ContainerSummaryStateEnum::CREATED) => RunState::Created,
+            Some(ContainerSummaryStateEnum::RUNNING) => RunState::Running,
+            Some(ContainerSummaryStateEnum::PAUSED) => RunState::Paused,
+            Some(ContainerSummaryStateEnum::RESTARTING) => RunState::Restarting,
+            Some(ContainerSummaryStateEnum::EXITED) => RunState::Exited,
+            Some(ContainerSummaryStateEnum::REMOVING) => RunState::Removing,
+            Some(ContainerSummaryStateEnum::DEAD) => RunState::Dead,
+            _ => RunState::Unknown,
+        },
+        status: s.status.unwrap_or_default(),
+        network_mode: s.host_config.and_then(|h| h.network_mode),
+        anonymous_volumes: s
+            .mounts
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|m| m.typ.as_deref() == Some("volume"))
+            .filter(|m| m.name.as_deref().is_some_and(is_generated_name))
+            .filter_map(|m| m.destination)
+            .collect(),
+    })
+}
+
+/// Docker names an anonymous volume with 64 hex digits.
+fn is_generated_name(name: &str) -> bool {
+    name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit())
+}

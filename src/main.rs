@@ -1,0 +1,103 @@
+//! Parses the command line, builds a current-thread runtime, runs the command and maps its
+//! outcome to the exit code: 0 nothing failed, 1 something failed, 2 could not run.
+
+mod check;
+mod cli;
+mod config;
+mod docker;
+mod engine;
+mod execute;
+mod labels;
+mod lock;
+mod own_container;
+mod plan;
+mod report;
+mod run;
+mod schedule;
+mod state;
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use clap::Parser;
+use log::{LevelFilter, error};
+
+use cli::{Cli, Command};
+use config::{Config, opt_bool};
+
+const FAILED: u8 = 1;
+const COULD_NOT_RUN: u8 = 2;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(config::log_level_or_default(&cli.global));
+    match execute(&cli) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(FAILED),
+        Err(e) => {
+            error!("{e:#}");
+            ExitCode::from(COULD_NOT_RUN)
+        }
+    }
+}
+
+/// `Ok(true)`: ran and nothing failed; `Ok(false)`: ran, something failed; `Err`: could not run.
+fn execute(cli: &Cli) -> anyhow::Result<bool> {
+    let config = Config::from_cli(&cli.global)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    match &cli.command {
+        Command::Run(args) => {
+            let options = run::Options {
+                dry_run: opt_bool("GUERITE_DRY_RUN", args.dry_run.as_deref(), false)?,
+                json: opt_bool("GUERITE_JSON", args.json.as_deref(), false)?,
+                request: plan::Request {
+                    only: args
+                        .only
+                        .iter()
+                        .map(|n| n.trim().trim_start_matches('/').to_string())
+                        .filter(|n| !n.is_empty())
+                        .collect(),
+                    force: args
+                        .force
+                        .as_deref()
+                        .map(|f| {
+                            f.parse()
+                                .map_err(|e| anyhow::anyhow!("GUERITE_FORCE/--force: {e}"))
+                        })
+                        .transpose()?,
+                },
+            };
+            let ended = runtime.block_on(run::run(&config, &options, chrono::Utc::now()))?;
+            Ok(ended == run::Ended::Clean)
+        }
+        Command::Check(args) => {
+            let json = opt_bool("GUERITE_JSON", args.json.as_deref(), false)?;
+            let at = args
+                .at
+                .as_deref()
+                .map(|t| check::parse_at(t, config.tz))
+                .transpose()?;
+            runtime.block_on(check::check(&config, args.name.as_deref(), json, at))
+        }
+    }
+}
+
+/// Logs go to stderr, one line each, naming the container first; dependencies only speak up
+/// when something is wrong.
+fn init_logging(level: LevelFilter) {
+    env_logger::Builder::new()
+        .filter_level(LevelFilter::Warn)
+        .filter_module("guerite", level)
+        .format(|buf, record| {
+            writeln!(
+                buf,
+                "{} {:<5} {}",
+                chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ"),
+                record.level(),
+                record.args()
+            )
+        })
+        .init();
+}

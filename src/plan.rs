@@ -1,0 +1,689 @@
+//! The planner: a pure function of (config, state, containers, now, request) that says, for every
+//! labelled container and each of its schedules, what to do now or why not. No clock, no I/O.
+
+use std::collections::BTreeSet;
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::config::Config;
+use crate::engine::{Container, Health, RunState};
+use crate::labels::{self, LabelError, Settings};
+use crate::schedule::{self, Due, Window};
+use crate::state::State;
+
+/// In precedence order: when one of these replaces or restarts a container, the ones after it
+/// are not done to that container in the same run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ActionKind {
+    Update,
+    Recreate,
+    Health,
+    Restart,
+}
+
+impl ActionKind {
+    pub const ALL: [ActionKind; 4] = [
+        ActionKind::Update,
+        ActionKind::Recreate,
+        ActionKind::Health,
+        ActionKind::Restart,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActionKind::Update => "update",
+            ActionKind::Recreate => "recreate",
+            ActionKind::Health => "health",
+            ActionKind::Restart => "restart",
+        }
+    }
+}
+
+impl std::fmt::Display for ActionKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for ActionKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "update" => Ok(ActionKind::Update),
+            "restart" => Ok(ActionKind::Restart),
+            "recreate" => Ok(ActionKind::Recreate),
+            "health" | "health_check" => Ok(ActionKind::Health),
+            _ => Err(format!(
+                "unknown action {s:?}; accepted: update, restart, recreate, health"
+            )),
+        }
+    }
+}
+
+/// What the operator asked of this run beyond the schedules.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Request {
+    pub only: Vec<String>,
+    pub force: Option<ActionKind>,
+}
+
+impl Request {
+    /// A run that evaluates every schedule of every container; only such a run may move the
+    /// window start (`state.last_run`) forward.
+    pub fn is_full(&self) -> bool {
+        self.only.is_empty() && self.force.is_none()
+    }
+}
+
+pub struct Input<'a, 'c> {
+    pub config: &'a Config,
+    pub state: &'a State,
+    pub containers: &'c [Container],
+    pub now: DateTime<Utc>,
+    pub request: &'a Request,
+    /// The container guerite itself runs in, if any: never acted on.
+    pub self_id: Option<&'a str>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(tag = "by", rename_all = "lowercase")]
+pub enum Trigger {
+    Schedule { fire: DateTime<Utc> },
+    Forced,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "reason", rename_all = "snake_case")]
+pub enum Reason {
+    NotDue {
+        next: Option<DateTime<Utc>>,
+    },
+    /// The fire time is older than GUERITE_MAX_CATCHUP_SECONDS: the host was off or guerite
+    /// did not run, and a 03:00 maintenance action must not happen at noon.
+    Missed {
+        fire: DateTime<Utc>,
+    },
+    NotRunning {
+        state: RunState,
+    },
+    NoHealthcheck,
+    HealthStarting,
+    Healthy,
+    SwarmManaged,
+    SelfContainer,
+    OutOfScope {
+        scope: Option<String>,
+    },
+    Excluded,
+    NotIncluded,
+    LabelError,
+}
+
+impl Reason {
+    /// Worth a line in the run report; the others are the ordinary state of most containers.
+    pub fn is_notable(&self) -> bool {
+        !matches!(
+            self,
+            Reason::NotDue { .. }
+                | Reason::OutOfScope { .. }
+                | Reason::Excluded
+                | Reason::NotIncluded
+                | Reason::Healthy
+                | Reason::LabelError
+        )
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "decision", rename_all = "lowercase")]
+pub enum Decision {
+    Act(Trigger),
+    Skip(Reason),
+}
+
+/// One line of the plan: an action of a container, or (kind `None`) the whole container.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Verdict {
+    pub kind: Option<ActionKind>,
+    #[serde(flatten)]
+    pub decision: Decision,
+}
+
+/// A warning said once per container, remembered in state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Notice {
+    SwarmManaged,
+    NoHealthcheck,
+}
+
+#[derive(Debug)]
+pub struct Planned<'a> {
+    pub container: &'a Container,
+    pub settings: Option<Settings>,
+    pub errors: Vec<LabelError>,
+    pub verdicts: Vec<Verdict>,
+    pub notices: Vec<Notice>,
+}
+
+impl Planned<'_> {
+    pub fn actions(&self) -> impl Iterator<Item = (ActionKind, Trigger)> + '_ {
+        self.verdicts
+            .iter()
+            .filter_map(|v| match (v.kind, &v.decision) {
+                (Some(kind), Decision::Act(trigger)) => Some((kind, *trigger)),
+                _ => None,
+            })
+    }
+
+    /// Selected by scope, include and exclude: counts as monitored in the report.
+    pub fn is_selected(&self) -> bool {
+        !self.verdicts.iter().any(|v| {
+            matches!(
+                v.decision,
+                Decision::Skip(Reason::OutOfScope { .. } | Reason::Excluded | Reason::NotIncluded)
+            )
+        })
+    }
+}
+
+#[derive(Debug)]
+pub struct Plan<'a> {
+    pub containers: Vec<Planned<'a>>,
+    /// Names given with --only that match no labelled container.
+    pub unknown: Vec<String>,
+}
+
+impl Plan<'_> {
+    pub fn action_count(&self) -> usize {
+        self.containers.iter().map(|p| p.actions().count()).sum()
+    }
+}
+
+pub fn plan<'c>(input: &Input<'_, 'c>) -> Plan<'c> {
+    let cfg = input.config;
+    let only: BTreeSet<&str> = input.request.only.iter().map(String::as_str).collect();
+    let mut containers: Vec<Planned<'c>> = input
+        .containers
+        .iter()
+        .filter(|c| labels::is_monitored(&c.labels, &cfg.labels))
+        .filter(|c| only.is_empty() || only.contains(c.name.as_str()))
+        .map(|c| plan_container(input, c))
+        .collect();
+    containers.sort_by(|a, b| a.container.name.cmp(&b.container.name));
+    let unknown = only
+        .iter()
+        .filter(|n| !containers.iter().any(|p| p.container.name == **n))
+        .map(|n| n.to_string())
+        .collect();
+    Plan {
+        containers,
+        unknown,
+    }
+}
+
+fn whole(reason: Reason) -> Vec<Verdict> {
+    vec![Verdict {
+        kind: None,
+        decision: Decision::Skip(reason),
+    }]
+}
+
+fn selection(cfg: &Config, c: &Container, self_id: Option<&str>) -> Option<Reason> {
+    let scope = c.labels.get(labels::SCOPE);
+    if scope != cfg.scope.as_ref() {
+        return Some(Reason::OutOfScope {
+            scope: scope.cloned(),
+        });
+    }
+    if cfg.exclude.contains(&c.name) {
+        return Some(Reason::Excluded);
+    }
+    if !cfg.include.is_empty() && !cfg.include.contains(&c.name) {
+        return Some(Reason::NotIncluded);
+    }
+    if self_id.is_some_and(|me| !me.is_empty() && c.id.starts_with(me)) {
+        return Some(Reason::SelfContainer);
+    }
+    if c.is_swarm_managed() {
+        return Some(Reason::SwarmManaged);
+    }
+    None
+}
+
+fn plan_container<'c>(input: &Input<'_, 'c>, c: &'c Container) -> Planned<'c> {
+    let cfg = input.config;
+    let remembered = input.state.container(&c.name);
+    let mut planned = Planned {
+        container: c,
+        settings: None,
+        errors: Vec::new(),
+        verdicts: Vec::new(),
+        notices: Vec::new(),
+    };
+    if let Some(reason) = selection(cfg, c, input.self_id) {
+        if reason == Reason::SwarmManaged && !remembered.is_some_and(|r| r.swarm_warned) {
+            planned.notices.push(Notice::SwarmManaged);
+        }
+        planned.verdicts = whole(reason);
+        return planned;
+    }
+    let settings = match labels::parse(&c.labels, &cfg.labels, cfg.defaults) {
+        Ok(s) => s,
+        Err(errors) => {
+            // A typo in any label makes the others untrustworthy too (no_pull=flase must not
+            // lead to a pull), so the whole container waits for the operator.
+            planned.errors = errors;
+            planned.verdicts = whole(Reason::LabelError);
+            return planned;
+        }
+    };
+    let kinds: Vec<ActionKind> = match input.request.force {
+        Some(kind) => vec![kind],
+        None => settings.schedules.iter().map(|(k, _)| *k).collect(),
+    };
+    for kind in kinds {
+        let decision = match input.request.force {
+            Some(_) => Decision::Act(Trigger::Forced),
+            None => {
+                let Some(sched) = settings.schedule(kind) else {
+                    continue;
+                };
+                let window = Window {
+                    previous_run: input.state.last_run,
+                    handled: remembered.and_then(|r| r.handled.get(&kind).copied()),
+                    created: c.created,
+                    now: input.now,
+                    max_catchup: cfg.max_catchup,
+                };
+                match schedule::evaluate(sched, cfg.tz, &window) {
+                    Due::Due { fire } => Decision::Act(Trigger::Schedule { fire }),
+                    Due::Missed { fire } => Decision::Skip(Reason::Missed { fire }),
+                    Due::NotDue => Decision::Skip(Reason::NotDue {
+                        next: sched.next_after(input.now, cfg.tz, 1).first().copied(),
+                    }),
+                }
+            }
+        };
+        let decision = match decision {
+            Decision::Act(trigger) => match gate(kind, trigger, c) {
+                Some(reason) => Decision::Skip(reason),
+                None => Decision::Act(trigger),
+            },
+            skip => skip,
+        };
+        if decision == Decision::Skip(Reason::NoHealthcheck)
+            && !remembered.is_some_and(|r| r.no_healthcheck_warned)
+        {
+            planned.notices.push(Notice::NoHealthcheck);
+        }
+        planned.verdicts.push(Verdict {
+            kind: Some(kind),
+            decision,
+        });
+    }
+    planned.settings = Some(settings);
+    planned
+}
+
+/// What the container's current condition says about a due action.
+fn gate(kind: ActionKind, trigger: Trigger, c: &Container) -> Option<Reason> {
+    let forced = trigger == Trigger::Forced;
+    let running = c.state == RunState::Running;
+    match kind {
+        ActionKind::Health => match c.health() {
+            None => Some(Reason::NoHealthcheck),
+            Some(_) if !running => Some(Reason::NotRunning { state: c.state }),
+            Some(Health::Starting) => Some(Reason::HealthStarting),
+            Some(Health::Healthy) => Some(Reason::Healthy),
+            Some(Health::Unhealthy) => None,
+        },
+        // A stopped container was stopped by someone: a schedule must not start it again, but
+        // an operator who forces a restart means it.
+        ActionKind::Restart if !running && !forced => Some(Reason::NotRunning { state: c.state }),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::Global;
+    use crate::engine::sample;
+    use crate::state::ContainerState;
+
+    fn at(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    fn config(set: impl FnOnce(&mut Global)) -> Config {
+        let mut g = Global::default();
+        set(&mut g);
+        Config::from_cli(&g).unwrap()
+    }
+
+    /// The verdicts of one container, as (kind, decision) pairs.
+    fn verdicts(
+        cfg: &Config,
+        state: &State,
+        containers: &[Container],
+        now: &str,
+        request: &Request,
+    ) -> Vec<(String, Option<ActionKind>, Decision)> {
+        let input = Input {
+            config: cfg,
+            state,
+            containers,
+            now: at(now),
+            request,
+            self_id: Some("5elf"),
+        };
+        plan(&input)
+            .containers
+            .iter()
+            .flat_map(|p| {
+                p.verdicts
+                    .iter()
+                    .map(|v| (p.container.name.clone(), v.kind, v.decision.clone()))
+            })
+            .collect()
+    }
+
+    fn after(state: &State, last_run: &str) -> State {
+        State {
+            last_run: Some(at(last_run)),
+            ..state.clone()
+        }
+    }
+
+    #[test]
+    fn schedule_table() {
+        use ActionKind::*;
+        let cfg = config(|_| {});
+        let fresh = State::fresh();
+        let fire = |s| Decision::Act(Trigger::Schedule { fire: at(s) });
+        let not_due = |s| Decision::Skip(Reason::NotDue { next: Some(at(s)) });
+        let mut stopped = sample("web", &[("guerite.restart", "* * * * *")]);
+        stopped.state = RunState::Exited;
+        let mut handled = State::fresh();
+        handled
+            .container_mut("web")
+            .handled
+            .insert(Restart, at("2026-11-21T12:01:00Z"));
+        let cases: Vec<(&str, Container, State, &str, Decision)> = vec![
+            (
+                "first run looks back a minute",
+                sample("web", &[("guerite.restart", "* * * * *")]),
+                fresh.clone(),
+                "2026-11-21T12:01:05Z",
+                fire("2026-11-21T12:01:00Z"),
+            ),
+            (
+                "same minute again is not due",
+                sample("web", &[("guerite.restart", "* * * * *")]),
+                after(&fresh, "2026-11-21T12:01:05Z"),
+                "2026-11-21T12:01:40Z",
+                not_due("2026-11-21T12:02:00Z"),
+            ),
+            (
+                "a fire handled by an --only run is not redone",
+                sample("web", &[("guerite.restart", "* * * * *")]),
+                after(&handled, "2026-11-21T12:00:30Z"),
+                "2026-11-21T12:01:40Z",
+                not_due("2026-11-21T12:02:00Z"),
+            ),
+            (
+                "a day of downtime is reported missed, not acted on",
+                sample("web", &[("guerite.restart", "0 3 * * *")]),
+                after(&fresh, "2026-11-20T02:00:00Z"),
+                "2026-11-21T12:00:00Z",
+                Decision::Skip(Reason::Missed {
+                    fire: at("2026-11-21T03:00:00Z"),
+                }),
+            ),
+            (
+                "a stopped container is not restarted by schedule",
+                stopped,
+                fresh.clone(),
+                "2026-11-21T12:01:05Z",
+                Decision::Skip(Reason::NotRunning {
+                    state: RunState::Exited,
+                }),
+            ),
+        ];
+        for (name, container, state, now, expected) in cases {
+            let got = verdicts(&cfg, &state, &[container], now, &Request::default());
+            assert_eq!(
+                got,
+                vec![("web".to_string(), Some(Restart), expected)],
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn bad_label_stops_only_its_container() {
+        let cfg = config(|_| {});
+        let containers = [
+            sample(
+                "bad",
+                &[("guerite.restart", "* * * *"), ("guerite.update", "@daily")],
+            ),
+            sample("good", &[("guerite.restart", "* * * * *")]),
+        ];
+        let input = Input {
+            config: &cfg,
+            state: &State::fresh(),
+            containers: &containers,
+            now: at("2026-11-21T12:01:05Z"),
+            request: &Request::default(),
+            self_id: None,
+        };
+        let p = plan(&input);
+        assert_eq!(p.containers[0].errors.len(), 1);
+        assert_eq!(p.containers[0].errors[0].label, "guerite.restart");
+        assert_eq!(p.containers[0].actions().count(), 0);
+        assert_eq!(p.containers[1].actions().count(), 1);
+    }
+
+    #[test]
+    fn selection_and_safety_skips() {
+        let cfg = config(|g| {
+            g.exclude_containers = Some("excluded".into());
+            g.scope = Some("blue".into());
+        });
+        let r = |s: &'static str| vec![("guerite.restart", "* * * * *"), ("guerite.scope", s)];
+        let mut me = sample("me", &r("blue"));
+        me.id = "5elf".repeat(16);
+        let mut swarm = sample("swarm", &r("blue"));
+        swarm
+            .labels
+            .insert("com.docker.swarm.service.id".into(), "x".into());
+        let containers = [
+            sample("excluded", &r("blue")),
+            sample("green", &r("green")),
+            me,
+            swarm,
+            sample("unlabelled", &[("guerite.scope", "blue")]),
+        ];
+        let got = verdicts(
+            &cfg,
+            &State::fresh(),
+            &containers,
+            "2026-11-21T12:01:05Z",
+            &Request::default(),
+        );
+        let skip = |n: &str, r| (n.to_string(), None, Decision::Skip(r));
+        assert_eq!(
+            got,
+            vec![
+                skip("excluded", Reason::Excluded),
+                skip(
+                    "green",
+                    Reason::OutOfScope {
+                        scope: Some("green".into())
+                    }
+                ),
+                skip("me", Reason::SelfContainer),
+                skip("swarm", Reason::SwarmManaged),
+            ]
+        );
+        // Without GUERITE_SCOPE, a container that names a scope belongs to another guerite.
+        let unscoped = config(|_| {});
+        let got = verdicts(
+            &unscoped,
+            &State::fresh(),
+            &containers[1..2],
+            "2026-11-21T12:01:05Z",
+            &Request::default(),
+        );
+        assert_eq!(
+            got,
+            vec![skip(
+                "green",
+                Reason::OutOfScope {
+                    scope: Some("green".into())
+                }
+            )]
+        );
+    }
+
+    #[test]
+    fn swarm_warning_is_said_once() {
+        let cfg = config(|_| {});
+        let mut swarm = sample("swarm", &[("guerite.restart", "* * * * *")]);
+        swarm
+            .labels
+            .insert("com.docker.swarm.task.id".into(), "x".into());
+        let containers = [swarm];
+        let mut state = State::fresh();
+        for (warned, expected) in [(false, vec![Notice::SwarmManaged]), (true, vec![])] {
+            state.containers.insert(
+                "swarm".into(),
+                ContainerState {
+                    swarm_warned: warned,
+                    ..Default::default()
+                },
+            );
+            let input = Input {
+                config: &cfg,
+                state: &state,
+                containers: &containers,
+                now: at("2026-11-21T12:01:05Z"),
+                request: &Request::default(),
+                self_id: None,
+            };
+            assert_eq!(plan(&input).containers[0].notices, expected);
+        }
+    }
+
+    #[test]
+    fn health_gate() {
+        let cfg = config(|_| {});
+        let with_status = |status: &str| {
+            let mut c = sample("web", &[("guerite.health_check", "* * * * *")]);
+            c.status = status.into();
+            c
+        };
+        let cases = [
+            (
+                "Up 5 minutes (unhealthy)",
+                Decision::Act(Trigger::Schedule {
+                    fire: at("2026-11-21T12:01:00Z"),
+                }),
+            ),
+            ("Up 5 minutes (healthy)", Decision::Skip(Reason::Healthy)),
+            (
+                "Up 2 seconds (health: starting)",
+                Decision::Skip(Reason::HealthStarting),
+            ),
+            ("Up 5 minutes", Decision::Skip(Reason::NoHealthcheck)),
+        ];
+        for (status, expected) in cases {
+            let got = verdicts(
+                &cfg,
+                &State::fresh(),
+                &[with_status(status)],
+                "2026-11-21T12:01:05Z",
+                &Request::default(),
+            );
+            assert_eq!(got[0].2, expected, "{status}");
+        }
+    }
+
+    #[test]
+    fn only_and_force() {
+        let cfg = config(|_| {});
+        let mut stopped = sample("b", &[("guerite.update", "0 4 * * *")]);
+        stopped.state = RunState::Exited;
+        let containers = [sample("a", &[("guerite.restart", "0 3 * * *")]), stopped];
+        let request = Request {
+            only: vec!["b".into(), "nope".into()],
+            force: Some(ActionKind::Restart),
+        };
+        let input = Input {
+            config: &cfg,
+            state: &State::fresh(),
+            containers: &containers,
+            now: at("2026-11-21T12:01:05Z"),
+            request: &request,
+            self_id: None,
+        };
+        let p = plan(&input);
+        assert_eq!(p.unknown, ["nope"]);
+        assert_eq!(p.containers.len(), 1);
+        let acts: Vec<_> = p.containers[0].actions().collect();
+        assert_eq!(
+            acts,
+            [(ActionKind::Restart, Trigger::Forced)],
+            "forcing starts a stopped container"
+        );
+        assert!(!request.is_full() && Request::default().is_full());
+    }
+
+    #[test]
+    fn actions_come_in_precedence_order() {
+        let cfg = config(|_| {});
+        let c = sample(
+            "web",
+            &[
+                ("guerite.restart", "* * * * *"),
+                ("guerite.update", "* * * * *"),
+                ("guerite.recreate", "* * * * *"),
+            ],
+        );
+        let got: Vec<_> = verdicts(
+            &cfg,
+            &State::fresh(),
+            &[c],
+            "2026-11-21T12:01:05Z",
+            &Request::default(),
+        )
+        .into_iter()
+        .map(|(_, k, _)| k.unwrap())
+        .collect();
+        assert_eq!(
+            got,
+            [
+                ActionKind::Update,
+                ActionKind::Recreate,
+                ActionKind::Restart
+            ]
+        );
+    }
+
+    #[test]
+    fn force_parses_the_documented_names() {
+        assert_eq!("health_check".parse::<ActionKind>(), Ok(ActionKind::Health));
+        assert_eq!("UPDATE".parse::<ActionKind>(), Ok(ActionKind::Update));
+        assert!(
+            "reboot"
+                .parse::<ActionKind>()
+                .unwrap_err()
+                .contains("accepted: update, restart")
+        );
+    }
+}
