@@ -78,18 +78,15 @@ impl Docker {
                     describe(&e)
                 )
             })?,
-            None if host.starts_with("unix://") => bollard::Docker::connect_with_unix(host, secs, version)
-                .map_err(|e| anyhow!("cannot use DOCKER_HOST {host}: {}", describe(&e)))?,
-            None => bollard::Docker::connect_with_http(host, secs, version)
-                .map_err(|e| anyhow!("cannot use DOCKER_HOST {host}: {}", describe(&e)))?,
+            None if host.starts_with("unix://") => {
+                bollard::Docker::connect_with_unix(host, secs, version).map_err(|e| unreachable(host, &e))?
+            }
+            None => bollard::Docker::connect_with_http(host, secs, version).map_err(|e| unreachable(host, &e))?,
         };
-        let client = client.negotiate_version().await.map_err(|e| {
-            anyhow!(
-                "cannot reach the Docker engine at {host}: {}. Is dockerd running, and may this user \
-                 use it? Set DOCKER_HOST to choose another endpoint.",
-                describe(&e)
-            )
-        })?;
+        let client = client
+            .negotiate_version()
+            .await
+            .map_err(|e| unreachable(host, &e))?;
         Ok(Docker {
             client: client.with_timeout(CALL_TIMEOUT),
             endpoint: host.to_string(),
@@ -158,6 +155,14 @@ impl Docker {
             .await?;
         Ok(())
     }
+}
+
+fn unreachable(host: &str, e: &bollard::errors::Error) -> anyhow::Error {
+    anyhow!(
+        "cannot reach the Docker engine at {host}: {}. Is dockerd running, and may this user use it? \
+         Set DOCKER_HOST to choose another endpoint.",
+        describe(e)
+    )
 }
 
 fn parse_time(s: &str) -> Option<DateTime<Utc>> {

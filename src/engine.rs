@@ -87,10 +87,6 @@ impl Container {
             .get("com.docker.compose.project")
             .map(String::as_str)
     }
-
-    pub fn short_id(&self) -> &str {
-        &self.id[..self.id.len().min(12)]
-    }
 }
 
 /// The few inspect fields an in-place restart needs.

@@ -170,6 +170,7 @@ pub struct Planned<'a> {
 }
 
 impl Planned<'_> {
+    #[cfg(test)]
     pub fn actions(&self) -> impl Iterator<Item = (ActionKind, Trigger)> + '_ {
         self.verdicts
             .iter()
@@ -195,12 +196,6 @@ pub struct Plan<'a> {
     pub containers: Vec<Planned<'a>>,
     /// Names given with --only that match no labelled container.
     pub unknown: Vec<String>,
-}
-
-impl Plan<'_> {
-    pub fn action_count(&self) -> usize {
-        self.containers.iter().map(|p| p.actions().count()).sum()
-    }
 }
 
 pub fn plan<'c>(input: &Input<'_, 'c>) -> Plan<'c> {

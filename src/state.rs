@@ -95,7 +95,8 @@ impl State {
                 return Ok((State::fresh(), Loaded::Fresh));
             }
             Err(e) => {
-                return Err(e).with_context(|| format!("cannot read state file {}", path.display()));
+                return Err(e)
+                    .with_context(|| format!("cannot read state file {}", path.display()));
             }
         };
         #[derive(Deserialize)]

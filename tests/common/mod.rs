@@ -1,0 +1,238 @@
+//! The test bed as the integration tests see it: the real engine and registries that
+//! `contrib/testbed.sh` made, a per-test label namespace and state directory, and the built
+//! binary. Every container a test creates carries `guerite-test=<id>` and is removed when the
+//! test's `Bed` is dropped; nothing else is ever touched.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// `target/testbed/env`, written by contrib/testbed.sh; variables already set win.
+fn testbed_env() -> &'static HashMap<String, String> {
+    static ENV: OnceLock<HashMap<String, String>> = OnceLock::new();
+    ENV.get_or_init(|| {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/testbed/env");
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+            panic!(
+                "{}: {e}; run contrib/testbed.sh first (contrib/test.sh does)",
+                path.display()
+            )
+        });
+        let mut vars: HashMap<String, String> = text
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("export "))
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.trim_matches(['"', '\'']).to_string()))
+            .collect();
+        for (k, v) in vars.iter_mut() {
+            if let Ok(set) = std::env::var(k) {
+                *v = set;
+            }
+        }
+        vars
+    })
+}
+
+pub fn bed_var(name: &str) -> String {
+    testbed_env()
+        .get(name)
+        .cloned()
+        .unwrap_or_else(|| panic!("{name} is not in target/testbed/env"))
+}
+
+pub fn base_image() -> String {
+    bed_var("GUERITE_TEST_BASE_IMAGE")
+}
+
+pub struct Bed {
+    pub id: String,
+    pub docker_host: String,
+    pub dir: PathBuf,
+}
+
+impl Bed {
+    pub fn new() -> Bed {
+        Bed::on(bed_var("DOCKER_HOST"))
+    }
+
+    pub fn on(docker_host: String) -> Bed {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        let id = format!(
+            "t{}x{}x{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst),
+            nanos % 10000
+        );
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("target/it")
+            .join(&id);
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Bed {
+            id,
+            docker_host,
+            dir,
+        }
+    }
+
+    /// This test's label key for an action, e.g. `t123x0x42.restart`.
+    pub fn label(&self, action: &str) -> String {
+        format!("{}.{action}", self.id)
+    }
+
+    pub fn name(&self, short: &str) -> String {
+        format!("{}-{short}", self.id)
+    }
+
+    pub fn state_file(&self) -> PathBuf {
+        self.dir.join("state/state.json")
+    }
+
+    /// The guerite binary with this test's labels, state and engine, and nothing inherited
+    /// from the developer's environment.
+    pub fn guerite(&self) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_guerite"));
+        for (k, _) in std::env::vars() {
+            if k.starts_with("GUERITE_") || k.starts_with("DOCKER_") {
+                cmd.env_remove(k);
+            }
+        }
+        cmd.env("DOCKER_HOST", &self.docker_host)
+            .env("GUERITE_STATE_FILE", self.state_file())
+            .env("GUERITE_UPDATE_LABEL", self.label("update"))
+            .env("GUERITE_RESTART_LABEL", self.label("restart"))
+            .env("GUERITE_RECREATE_LABEL", self.label("recreate"))
+            .env("GUERITE_HEALTH_CHECK_LABEL", self.label("health"))
+            .env("GUERITE_LOG_LEVEL", "info");
+        cmd
+    }
+
+    pub fn run(&self, args: &[&str]) -> Run {
+        Run::from(self.guerite().args(args).output().expect("guerite runs"))
+    }
+
+    pub fn docker(&self, args: &[&str]) -> String {
+        let out = Command::new("docker")
+            .env("DOCKER_HOST", &self.docker_host)
+            .args(args)
+            .output()
+            .expect("docker runs");
+        assert!(
+            out.status.success(),
+            "docker {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// Starts a container of this test: `labels` are (action, cron) pairs under this test's
+    /// keys, or full `key=value` strings. It stops promptly on SIGTERM unless told otherwise.
+    pub fn container(&self, short: &str, labels: &[(&str, &str)], extra: &[&str]) -> String {
+        let name = self.name(short);
+        let mut args: Vec<String> = vec![
+            "run".into(),
+            "-d".into(),
+            "--name".into(),
+            name.clone(),
+            "--network".into(),
+            "none".into(),
+            "--label".into(),
+            format!("guerite-test={}", self.id),
+        ];
+        for (k, v) in labels {
+            let key = if k.contains('.') {
+                k.to_string()
+            } else {
+                self.label(k)
+            };
+            args.push("--label".into());
+            args.push(format!("{key}={v}"));
+        }
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args.push(base_image());
+        args.extend(["sh", "-c", "trap 'exit 0' TERM; sleep 3600 & wait"].map(String::from));
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.docker(&refs);
+        name
+    }
+
+    pub fn inspect(&self, name: &str, format: &str) -> String {
+        self.docker(&["inspect", "-f", format, name])
+    }
+
+    pub fn started_at(&self, name: &str) -> String {
+        self.inspect(name, "{{.State.StartedAt}}")
+    }
+
+    /// Waits until a whole minute boundary has passed since every container of this test was
+    /// created, so that `* * * * *` has fired after their creation.
+    pub fn wait_for_minute_boundary(&self) {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+        let into_minute = now.as_secs() % 60;
+        std::thread::sleep(Duration::from_secs(61 - into_minute));
+    }
+}
+
+impl Drop for Bed {
+    fn drop(&mut self) {
+        let ids = Command::new("docker")
+            .env("DOCKER_HOST", &self.docker_host)
+            .args([
+                "ps",
+                "-aq",
+                "--filter",
+                &format!("label=guerite-test={}", self.id),
+            ])
+            .output();
+        if let Ok(out) = ids {
+            let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
+                .split_whitespace()
+                .map(String::from)
+                .collect();
+            if !ids.is_empty() {
+                let _ = Command::new("docker")
+                    .env("DOCKER_HOST", &self.docker_host)
+                    .args(["rm", "-f", "-v"])
+                    .args(&ids)
+                    .output();
+            }
+        }
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl From<Output> for Run {
+    fn from(o: Output) -> Run {
+        Run {
+            code: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+}
+
+impl std::fmt::Debug for Run {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "exit {}\n--- stdout\n{}--- stderr\n{}",
+            self.code, self.stdout, self.stderr
+        )
+    }
+}
