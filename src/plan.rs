@@ -123,7 +123,9 @@ pub enum Reason {
 }
 
 impl Reason {
-    /// Worth a line in the run report; the others are the ordinary state of most containers.
+    /// Worth a line in every run report. The others are the ordinary state of most containers,
+    /// are reported as errors, or are warned about once (swarm, no healthcheck) and then shown
+    /// only by `check`.
     pub fn is_notable(&self) -> bool {
         !matches!(
             self,
@@ -133,6 +135,9 @@ impl Reason {
                 | Reason::NotIncluded
                 | Reason::Healthy
                 | Reason::LabelError
+                | Reason::SwarmManaged
+                | Reason::SelfContainer
+                | Reason::NoHealthcheck
         )
     }
 }

@@ -83,18 +83,30 @@ socat_pid=
 
 cleanup() {
   local rc=$? ids
-  trap - EXIT INT TERM
+  trap - EXIT
+  trap "" INT TERM # a second ctrl-C must not leave containers behind
   if [[ -n $socat_pid ]]; then
     kill "$socat_pid" 2>/dev/null || true
     wait "$socat_pid" 2>/dev/null || true
   fi
-  # Only containers carrying this run's unique label key are ever removed.
-  ids=$(docker ps -aq --filter "label=$key.restart" 2>/dev/null || true)
-  if [[ -n $ids ]]; then
-    log "removing $(wc -w <<<"$ids") benchmark containers (label $key.restart)"
-    # shellcheck disable=SC2086
-    docker rm -f $ids >/dev/null 2>&1 || log "WARNING: could not remove some containers labelled $key.restart"
-  fi
+  # Only containers carrying this run's unique label key are ever removed. After an interrupt,
+  # the engine may still finish a create whose `docker run` client was killed: look again a few
+  # times until a second look finds none.
+  local pass clean=0
+  for ((pass = 0; pass < 10; pass++)); do
+    ids=$(docker ps -aq --filter "label=$key.restart" 2>/dev/null || true)
+    if [[ -n $ids ]]; then
+      clean=0
+      log "removing $(wc -w <<<"$ids") benchmark containers (label $key.restart)"
+      # shellcheck disable=SC2086
+      docker rm -f $ids >/dev/null 2>&1 || log "WARNING: could not remove some containers labelled $key.restart"
+    elif ((rc == 0 || ++clean >= 2)); then
+      break
+    fi
+    ((rc == 0)) || sleep 1
+  done
+  [[ -z $(docker ps -aq --filter "label=$key.restart" 2>/dev/null) ]] ||
+    log "WARNING: containers labelled $key.restart remain; remove them with: docker rm -f \$(docker ps -aq --filter label=$key.restart)"
   rm -rf "$tmp"
   exit "$rc"
 }
@@ -181,7 +193,7 @@ for ((i = 0; i < rss_runs; i++)); do
     { cat "$tmp/rss-run.err" >&2; die "guerite run under /usr/bin/time failed"; }
   kib=$(tail -n1 "$tmp/rss")
   [[ $kib =~ ^[0-9]+$ ]] || die "unexpected /usr/bin/time output: $kib"
-  ((kib > max_kib)) && max_kib=$kib
+  if ((kib > max_kib)); then max_kib=$kib; fi
 done
 read -r max_mib rss_ok < <(python3 -c '
 import sys
