@@ -1,18 +1,23 @@
 //! The Docker engine, through bollard. The only file that sees bollard's types: every answer is
 //! mapped into `engine.rs` terms here.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow};
-use bollard::models::{ContainerSummary, ContainerSummaryStateEnum};
+use bollard::models::{
+    ContainerSummary, ContainerSummaryStateEnum, HealthStatusEnum, NetworkConnectRequest,
+};
 use bollard::query_parameters::{
-    InspectContainerOptions, ListContainersOptions, RestartContainerOptions,
+    CreateContainerOptions, InspectContainerOptions, ListContainersOptions, RemoveContainerOptions,
+    RemoveImageOptions, RenameContainerOptions, RestartContainerOptions, StartContainerOptions,
+    StopContainerOptions,
 };
 use chrono::{DateTime, Utc};
 
 use crate::config::DockerEndpoint;
-use crate::engine::{Container, Details, RunState};
+use crate::engine::{Container, Details, Health, ImageInfo, RunState};
+use crate::recreate::{self, Spec};
 
 /// Bounds every ordinary call, so that a stuck daemon cannot hang a cron run forever.
 const CALL_TIMEOUT: Duration = Duration::from_secs(60);
@@ -27,7 +32,9 @@ pub struct Docker {
 /// Why a call about one container failed: gone means someone else removed it mid-run.
 #[derive(Debug)]
 pub enum CallError {
-    Gone,
+    /// 404: for calls about one container, someone else removed it; the daemon's message
+    /// says which object was missing.
+    Gone(String),
     Other(anyhow::Error),
 }
 
@@ -35,8 +42,9 @@ impl From<bollard::errors::Error> for CallError {
     fn from(e: bollard::errors::Error) -> Self {
         match e {
             bollard::errors::Error::DockerResponseServerError {
-                status_code: 404, ..
-            } => CallError::Gone,
+                status_code: 404,
+                message,
+            } => CallError::Gone(message),
             other => CallError::Other(anyhow!(describe(&other))),
         }
     }
@@ -121,19 +129,164 @@ impl Docker {
         let config = r.config.unwrap_or_default();
         let state = r.state.unwrap_or_default();
         Ok(Details {
+            id: r.id.unwrap_or_default(),
             name: r
                 .name
                 .unwrap_or_default()
                 .trim_start_matches('/')
                 .to_string(),
+            image: config.image.clone().unwrap_or_default(),
+            image_id: r.image.unwrap_or_default(),
             running: state.running.unwrap_or(false),
+            restarting: state.restarting.unwrap_or(false),
+            restart_count: r.restart_count.unwrap_or(0),
             stop_timeout: config.stop_timeout,
             has_healthcheck: config
                 .healthcheck
                 .and_then(|h| h.test)
                 .is_some_and(|t| t.first().is_some_and(|w| w != "NONE")),
+            health: state.health.and_then(|h| h.status).and_then(|s| match s {
+                HealthStatusEnum::STARTING => Some(Health::Starting),
+                HealthStatusEnum::HEALTHY => Some(Health::Healthy),
+                HealthStatusEnum::UNHEALTHY => Some(Health::Unhealthy),
+                _ => None,
+            }),
             started_at: state.started_at.as_deref().and_then(parse_time),
+            network_mode: r.host_config.and_then(|h| h.network_mode),
         })
+    }
+
+    #[allow(dead_code)] // the update step is next
+    pub async fn image(&self, reference: &str) -> Result<ImageInfo, CallError> {
+        let i = self.client.inspect_image(reference).await?;
+        Ok(ImageInfo {
+            id: i.id.unwrap_or_default(),
+            repo_digests: i.repo_digests.unwrap_or_default(),
+        })
+    }
+
+    /// The create body for a replacement of `id` running `new_image`: see recreate.rs.
+    pub async fn replacement(
+        &self,
+        id: &str,
+        new_image: &str,
+        names: &HashMap<String, String>,
+    ) -> Result<Spec, CallError> {
+        let old = self
+            .client
+            .inspect_container(id, None::<InspectContainerOptions>)
+            .await?;
+        let old_image = self
+            .client
+            .inspect_image(old.image.as_deref().unwrap_or_default())
+            .await?;
+        let new_image = self.client.inspect_image(new_image).await?;
+        let v = self.client.client_version();
+        recreate::spec(
+            &old,
+            &old_image,
+            &new_image,
+            (v.major_version as u32, v.minor_version as u32),
+            names,
+        )
+        .map_err(|e| CallError::Other(anyhow!(e)))
+    }
+
+    /// Creates the container of `spec` under `name` and connects the networks an older engine
+    /// does not take at create; returns the new id.
+    pub async fn create(&self, name: &str, spec: &Spec) -> Result<String, CallError> {
+        let options = CreateContainerOptions {
+            name: Some(name.to_string()),
+            platform: spec.platform.clone().unwrap_or_default(),
+        };
+        let created = self
+            .client
+            .create_container(Some(options), spec.body.clone())
+            .await?;
+        for (network, endpoint) in &spec.connect {
+            self.client
+                .connect_network(
+                    network,
+                    NetworkConnectRequest {
+                        container: created.id.clone(),
+                        endpoint_config: Some(endpoint.clone()),
+                    },
+                )
+                .await?;
+        }
+        Ok(created.id)
+    }
+
+    pub async fn rename(&self, id: &str, name: &str) -> Result<(), CallError> {
+        self.client
+            .rename_container(
+                id,
+                RenameContainerOptions {
+                    name: name.to_string(),
+                },
+            )
+            .await?;
+        Ok(())
+    }
+
+    pub async fn start(&self, id: &str) -> Result<(), CallError> {
+        self.client
+            .start_container(id, None::<StartContainerOptions>)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn stop(&self, id: &str, timeout: Duration) -> Result<(), CallError> {
+        let t = i32::try_from(timeout.as_secs()).unwrap_or(i32::MAX);
+        let client = self.client.clone().with_timeout(timeout + CALL_TIMEOUT);
+        match client
+            .stop_container(
+                id,
+                Some(StopContainerOptions {
+                    t: Some(t),
+                    signal: None,
+                }),
+            )
+            .await
+        {
+            // 304: already stopped.
+            Ok(())
+            | Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 304, ..
+            }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Removes a container, never its volumes.
+    pub async fn remove(&self, id: &str) -> Result<(), CallError> {
+        self.client
+            .remove_container(
+                id,
+                Some(RemoveContainerOptions {
+                    force: true,
+                    v: false,
+                    link: false,
+                }),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Removes an image only if nothing uses it: the engine refuses (409) otherwise, which is
+    /// the answer wanted, not an error.
+    pub async fn remove_image_if_unused(&self, id: &str) -> Result<bool, CallError> {
+        match self
+            .client
+            .remove_image(id, None::<RemoveImageOptions>, None)
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 409, ..
+            }) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Stop (with the container's own signal) and start again, in place.

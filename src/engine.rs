@@ -89,14 +89,32 @@ impl Container {
     }
 }
 
-/// The few inspect fields an in-place restart needs.
+/// The inspect fields that restarts, swaps and their verification need.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Details {
+    pub id: String,
     pub name: String,
+    /// `Config.Image`: the reference the operator ran.
+    pub image: String,
+    pub image_id: String,
     pub running: bool,
+    pub restarting: bool,
+    pub restart_count: i64,
     pub stop_timeout: Option<i64>,
     pub has_healthcheck: bool,
+    /// `State.Health.Status`, when there is a healthcheck.
+    pub health: Option<Health>,
     pub started_at: Option<DateTime<Utc>>,
+    pub network_mode: Option<String>,
+}
+
+/// What the engine knows of a local image.
+#[allow(dead_code)] // the update step is next
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImageInfo {
+    pub id: String,
+    /// `repo@sha256:…` for every registry the image was pulled from or pushed to.
+    pub repo_digests: Vec<String>,
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! Carries out a plan, one container at a time. One container's failure never stops the others;
 //! the state is saved after every step that changed anything.
 
+use std::collections::HashMap;
 use std::path::Path;
 
 use chrono::{DateTime, Utc};
@@ -8,16 +9,38 @@ use log::{error, info, warn};
 
 use crate::config::Config;
 use crate::docker::{CallError, Docker};
+use crate::engine::{Container, Details, Health};
 use crate::plan::{ActionKind, Decision, Notice, Plan, Planned, Reason, Trigger};
 use crate::report::{Item, Outcome, reason_text};
 use crate::state::{ActionResult, State};
+use crate::swap::{Swapped, Swapper, stop_timeout};
 
 pub struct Executor<'a> {
     pub docker: &'a Docker,
     pub config: &'a Config,
-    /// `None` in a dry run: nothing is written.
+    /// `None` in a dry run: nothing is written and nothing is changed.
     pub state_file: Option<&'a Path>,
     pub now: DateTime<Utc>,
+    /// Every container on the engine: names for `container:<id>` network modes, dependents.
+    pub containers: &'a [Container],
+}
+
+/// What one action came to.
+struct Done {
+    outcome: Outcome,
+    detail: String,
+    /// The container was replaced: its dependents need recreating, later actions are moot.
+    replaced_id: Option<String>,
+}
+
+impl Done {
+    fn new(outcome: Outcome, detail: impl Into<String>) -> Done {
+        Done {
+            outcome,
+            detail: detail.into(),
+            replaced_id: None,
+        }
+    }
 }
 
 impl Executor<'_> {
@@ -109,89 +132,212 @@ impl Executor<'_> {
                 ));
                 continue;
             }
-            let (outcome, detail) = self.act(c, kind, trigger).await;
-            match outcome {
-                Outcome::Done => info!("{}: {kind} done{}", c.name, suffix(&detail)),
-                Outcome::Failed => error!("{}: {kind} failed: {detail}", c.name),
+            let result = self.act(c, kind, trigger, state).await;
+            match result.outcome {
+                Outcome::Done => info!("{}: {kind} done{}", c.name, suffix(&result.detail)),
+                Outcome::Failed => error!("{}: {kind} failed: {}", c.name, result.detail),
                 Outcome::NotPerformed | Outcome::Skipped => {
-                    warn!("{}: {kind} not done: {detail}", c.name)
+                    warn!("{}: {kind} not done: {}", c.name, result.detail)
                 }
-                _ => info!("{}: would {kind}{}", c.name, suffix(&detail)),
+                _ => info!("{}: would {kind}{}", c.name, suffix(&result.detail)),
             }
-            if matches!(outcome, Outcome::Done | Outcome::Failed) {
+            if matches!(result.outcome, Outcome::Done | Outcome::Failed) {
                 self.record(
                     state,
                     &c.name,
                     kind,
                     trigger,
-                    outcome == Outcome::Done,
-                    &detail,
+                    result.outcome == Outcome::Done,
+                    &result.detail,
                 );
             }
-            if outcome == Outcome::Done {
+            if result.outcome == Outcome::Done {
                 done = Some(kind);
             }
-            items.push(item(Some(kind), outcome, Some(trigger), detail));
+            items.push(item(
+                Some(kind),
+                result.outcome,
+                Some(trigger),
+                result.detail,
+            ));
+            if let Some(new_id) = result.replaced_id {
+                items.extend(self.dependents(c, &new_id, state).await);
+            }
         }
         items
     }
 
     async fn act(
         &self,
-        c: &crate::engine::Container,
+        c: &Container,
         kind: ActionKind,
-        _trigger: Trigger,
-    ) -> (Outcome, String) {
-        match kind {
-            ActionKind::Restart => {
-                if self.state_file.is_none() {
-                    return (Outcome::WouldDo, String::new());
-                }
-                self.restart(c).await
-            }
-            other => {
-                let outcome = if self.state_file.is_none() {
-                    Outcome::WouldDo
-                } else {
-                    Outcome::NotPerformed
-                };
-                (
-                    outcome,
-                    format!("{other} actions are not performed by this version yet"),
-                )
-            }
+        trigger: Trigger,
+        state: &mut State,
+    ) -> Done {
+        if self.state_file.is_none() {
+            return match kind {
+                ActionKind::Update => Done::new(
+                    Outcome::WouldDo,
+                    "image updates are not performed by this version yet",
+                ),
+                _ => Done::new(Outcome::WouldDo, ""),
+            };
         }
-    }
-
-    async fn restart(&self, c: &crate::engine::Container) -> (Outcome, String) {
-        let gone = || {
-            (
-                Outcome::Skipped,
-                "removed by someone else during the run".to_string(),
-            )
-        };
         let details = match self.docker.details(&c.id).await {
             Ok(d) => d,
-            Err(CallError::Gone) => return gone(),
-            Err(CallError::Other(e)) => return (Outcome::Failed, format!("cannot inspect: {e:#}")),
+            Err(CallError::Gone(_)) => {
+                return Done::new(Outcome::Skipped, "removed by someone else during the run");
+            }
+            Err(CallError::Other(e)) => {
+                return Done::new(Outcome::Failed, format!("cannot inspect: {e:#}"));
+            }
         };
         if details.name != c.name {
-            return (
+            return Done::new(
                 Outcome::Skipped,
                 format!("renamed to {} by someone else during the run", details.name),
             );
         }
-        // The container's own StopTimeout wins; the variable covers containers that set none.
-        let timeout = details
-            .stop_timeout
-            .and_then(|t| u64::try_from(t).ok())
-            .map(std::time::Duration::from_secs)
-            .unwrap_or(self.config.stop_timeout);
-        match self.docker.restart(&c.id, timeout).await {
-            Ok(()) => (Outcome::Done, String::new()),
-            Err(CallError::Gone) => gone(),
-            Err(CallError::Other(e)) => (Outcome::Failed, format!("{e:#}")),
+        match kind {
+            ActionKind::Restart => self.restart(&details).await,
+            ActionKind::Recreate => self.replace(state, &details, kind, None).await,
+            ActionKind::Health => self.health(state, &details, trigger).await,
+            ActionKind::Update => Done::new(
+                Outcome::NotPerformed,
+                "image updates are not performed by this version yet",
+            ),
         }
+    }
+
+    async fn restart(&self, d: &Details) -> Done {
+        match self
+            .docker
+            .restart(&d.id, stop_timeout(d, self.config))
+            .await
+        {
+            Ok(()) => Done::new(Outcome::Done, ""),
+            Err(CallError::Gone(_)) => {
+                Done::new(Outcome::Skipped, "removed by someone else during the run")
+            }
+            Err(CallError::Other(e)) => Done::new(Outcome::Failed, format!("{e:#}")),
+        }
+    }
+
+    /// A health replacement: only when the healthcheck says so now, and not while the
+    /// container is young (it may still be starting up).
+    async fn health(&self, state: &mut State, d: &Details, trigger: Trigger) -> Done {
+        if !d.has_healthcheck {
+            return Done::new(
+                Outcome::Skipped,
+                reason_text(&Reason::NoHealthcheck, self.config.tz),
+            );
+        }
+        if d.health == Some(Health::Healthy) {
+            return Done::new(Outcome::Skipped, "container is healthy");
+        }
+        let young = d.started_at.is_some_and(|t| {
+            (self.now - t).to_std().unwrap_or_default() < self.config.health_backoff
+        });
+        if young && trigger != Trigger::Forced {
+            return Done::new(
+                Outcome::Skipped,
+                format!(
+                    "started less than GUERITE_HEALTH_CHECK_BACKOFF_SECONDS ({} s) ago",
+                    self.config.health_backoff.as_secs()
+                ),
+            );
+        }
+        let done = self.replace(state, d, ActionKind::Health, None).await;
+        if done.outcome == Outcome::Done {
+            // At most one health replacement per backoff period.
+            state.container_mut(&d.name).retry_after = Some(self.now + self.config.health_backoff);
+            self.save(state);
+        }
+        done
+    }
+
+    /// A swap with the container's own image: recreate, health, and dependents.
+    async fn replace(
+        &self,
+        state: &mut State,
+        d: &Details,
+        kind: ActionKind,
+        digest: Option<String>,
+    ) -> Done {
+        let Some(state_file) = self.state_file else {
+            return Done::new(Outcome::WouldDo, "");
+        };
+        let swapper = Swapper {
+            docker: self.docker,
+            config: self.config,
+            state_file,
+            now: self.now,
+        };
+        let names = self.names();
+        match swapper
+            .swap(state, d, kind, &d.image_id, digest, &names)
+            .await
+        {
+            Swapped::Replaced { new_id } => Done {
+                outcome: Outcome::Done,
+                detail: String::new(),
+                replaced_id: Some(new_id),
+            },
+            Swapped::RolledBack(why) => Done::new(
+                Outcome::Failed,
+                format!("{why}; rolled back to the old container"),
+            ),
+            Swapped::NotStarted(why) => Done::new(Outcome::Failed, why),
+        }
+    }
+
+    /// Containers in `container:<replaced>` network mode lost their network with the old
+    /// container: recreate them, pointing at the new one.
+    async fn dependents(
+        &self,
+        replaced: &Container,
+        _new_id: &str,
+        state: &mut State,
+    ) -> Vec<Item> {
+        let mut items = Vec::new();
+        for dep in self
+            .containers
+            .iter()
+            .filter(|d| shares_network_of(d, replaced))
+        {
+            let details = match self.docker.details(&dep.id).await {
+                Ok(d) => d,
+                Err(_) => continue,
+            };
+            // The dependent's `container:<old id>` resolves to the name, now the new container's.
+            let done = self
+                .replace(state, &details, ActionKind::Recreate, None)
+                .await;
+            let detail = format!(
+                "shares the network of {}, which was replaced{}",
+                replaced.name,
+                suffix(&done.detail)
+            );
+            match done.outcome {
+                Outcome::Done => info!("{}: recreated: {detail}", dep.name),
+                _ => error!("{}: recreate failed: {detail}", dep.name),
+            }
+            items.push(Item {
+                container: dep.name.clone(),
+                action: Some(ActionKind::Recreate),
+                outcome: done.outcome,
+                trigger: None,
+                detail,
+            });
+        }
+        items
+    }
+
+    fn names(&self) -> HashMap<String, String> {
+        self.containers
+            .iter()
+            .map(|c| (c.id.clone(), c.name.clone()))
+            .collect()
     }
 
     fn record(
@@ -232,6 +378,13 @@ impl Executor<'_> {
             error!("{e:#}");
         }
     }
+}
+
+fn shares_network_of(dep: &Container, of: &Container) -> bool {
+    dep.network_mode
+        .as_deref()
+        .and_then(|m| m.strip_prefix("container:"))
+        .is_some_and(|target| target == of.id || target == of.name || of.id.starts_with(target))
 }
 
 fn suffix(detail: &str) -> String {

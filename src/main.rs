@@ -7,14 +7,17 @@ mod config;
 mod docker;
 mod engine;
 mod execute;
+mod journal;
 mod labels;
 mod lock;
 mod own_container;
 mod plan;
+mod recreate;
 mod report;
 mod run;
 mod schedule;
 mod state;
+mod swap;
 
 use std::io::Write;
 use std::process::ExitCode;

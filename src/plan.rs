@@ -109,6 +109,11 @@ pub enum Reason {
     NotRunning {
         state: RunState,
     },
+    /// A replacement failed recently (the backoff doubles with each failure), or a health
+    /// replacement happened less than GUERITE_HEALTH_CHECK_BACKOFF_SECONDS ago.
+    BackingOff {
+        until: DateTime<Utc>,
+    },
     NoHealthcheck,
     HealthStarting,
     Healthy,
@@ -307,6 +312,15 @@ fn plan_container<'c>(input: &Input<'_, 'c>, c: &'c Container) -> Planned<'c> {
                     }),
                 }
             }
+        };
+        let backoff = remembered
+            .and_then(|r| r.retry_after)
+            .filter(|until| *until > input.now && kind != ActionKind::Restart);
+        let decision = match (decision, backoff) {
+            (Decision::Act(Trigger::Schedule { .. }), Some(until)) => {
+                Decision::Skip(Reason::BackingOff { until })
+            }
+            (decision, _) => decision,
         };
         let decision = match decision {
             Decision::Act(trigger) => match gate(kind, trigger, c) {

@@ -99,6 +99,9 @@ fn verb(item: &Item) -> String {
         (Outcome::Done, Some(ActionKind::Restart)) => "restarted".into(),
         (Outcome::Done, Some(ActionKind::Recreate)) => "recreated".into(),
         (Outcome::Done, Some(ActionKind::Health)) => "replaced".into(),
+        (Outcome::Done, None) => "recovered".into(),
+        (Outcome::WouldDo, None) => "would recover".into(),
+        (Outcome::Failed, None) => "failed".into(),
         (Outcome::WouldDo, _) => format!("would {action}"),
         (Outcome::Failed, _) => format!("{action} failed"),
         (Outcome::NotPerformed, _) => format!("{action} not done"),
@@ -133,6 +136,10 @@ pub fn reason_text(reason: &Reason, tz: Tz) -> String {
             local(*fire, tz, "%Y-%m-%d %H:%M %Z")
         ),
         Reason::NotRunning { state } => format!("container is {}, not running", state.as_str()),
+        Reason::BackingOff { until } => format!(
+            "backing off after a recent replacement or failure, until {}",
+            local(*until, tz, "%Y-%m-%d %H:%M %Z")
+        ),
         Reason::NoHealthcheck => "the container has no healthcheck; health label ignored".into(),
         Reason::HealthStarting => "healthcheck still starting".into(),
         Reason::Healthy => "container is healthy".into(),

@@ -7,11 +7,13 @@ use log::{error, info, warn};
 use crate::config::Config;
 use crate::docker::Docker;
 use crate::execute::Executor;
+use crate::journal;
 use crate::lock::{self, Acquired};
 use crate::own_container;
 use crate::plan::{self, Input, Request};
 use crate::report::{Item, Outcome, Report};
 use crate::state::{Loaded, State};
+use crate::swap::{self, Swapper};
 
 /// How a run ended, for the exit code.
 #[derive(Debug, PartialEq, Eq)]
@@ -52,7 +54,40 @@ pub async fn run(config: &Config, options: &Options, now: DateTime<Utc>) -> Resu
         );
     }
     let docker = Docker::connect(&config.docker).await?;
-    let containers = docker.list().await?;
+    let mut containers = docker.list().await?;
+    let mut items = Vec::new();
+    if needs_recovery(config, &state, &containers) {
+        if dry_run {
+            items.push(item(
+                String::new(),
+                Outcome::WouldDo,
+                "recover interrupted swaps or their leftovers".into(),
+            ));
+        } else {
+            let swapper = Swapper {
+                docker: &docker,
+                config,
+                state_file: &config.state_file,
+                now,
+            };
+            let (outcomes, changed) = swapper.recover_all(&mut state, &containers).await;
+            for (name, result) in outcomes {
+                match result {
+                    Ok(text) => {
+                        warn!("{name}: {text}");
+                        items.push(item(name, Outcome::Done, text));
+                    }
+                    Err(e) => {
+                        error!("{name}: recovery failed: {e}");
+                        items.push(item(name, Outcome::Failed, format!("recovery failed: {e}")));
+                    }
+                }
+            }
+            if changed {
+                containers = docker.list().await?;
+            }
+        }
+    }
     let self_id = own_container::detect();
     let plan = plan::plan(&Input {
         config,
@@ -67,8 +102,9 @@ pub async fn run(config: &Config, options: &Options, now: DateTime<Utc>) -> Resu
         config,
         state_file: (!dry_run).then_some(config.state_file.as_path()),
         now,
+        containers: &containers,
     };
-    let mut items = executor.run(&plan, &mut state).await;
+    items.extend(executor.run(&plan, &mut state).await);
     if !dry_run {
         if options.request.is_full() {
             state.last_run = Some(now);
@@ -76,13 +112,7 @@ pub async fn run(config: &Config, options: &Options, now: DateTime<Utc>) -> Resu
         }
         if let Err(e) = state.save(&config.state_file) {
             error!("{e:#}");
-            items.push(Item {
-                container: String::new(),
-                action: None,
-                outcome: Outcome::Error,
-                trigger: None,
-                detail: format!("{e:#}"),
-            });
+            items.push(item(String::new(), Outcome::Error, format!("{e:#}")));
         }
     }
     let report = Report {
@@ -100,6 +130,24 @@ pub async fn run(config: &Config, options: &Options, now: DateTime<Utc>) -> Resu
     } else {
         Ended::Clean
     })
+}
+
+/// A journal entry, or a container whose name marks it as a leftover of a swap.
+fn needs_recovery(config: &Config, state: &State, containers: &[crate::engine::Container]) -> bool {
+    !state.journal.is_empty()
+        || containers
+            .iter()
+            .any(|c| journal::leftover(&c.name).is_some() && swap::is_ours(config, c))
+}
+
+fn item(container: String, outcome: Outcome, detail: String) -> Item {
+    Item {
+        container,
+        action: None,
+        outcome,
+        trigger: None,
+        detail,
+    }
 }
 
 fn overlap(config: &Config, holder: lock::Holder, now: DateTime<Utc>) -> Ended {

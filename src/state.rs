@@ -11,6 +11,7 @@ use anyhow::{Context, Result, bail};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::journal;
 use crate::plan::ActionKind;
 
 pub const VERSION: u32 = 1;
@@ -23,6 +24,13 @@ pub struct State {
     pub last_run: Option<DateTime<Utc>>,
     #[serde(default)]
     pub containers: BTreeMap<String, ContainerState>,
+    /// Swaps under way, by container name: written before every step that cannot be undone.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub journal: BTreeMap<String, journal::Entry>,
+    /// Old containers kept after a swap whose removal failed, by their temporary name, with
+    /// when they were renamed: prune removes them after GUERITE_ROLLBACK_GRACE_SECONDS.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub leftovers: BTreeMap<String, DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -38,6 +46,19 @@ pub struct ContainerState {
     pub swarm_warned: bool,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub no_healthcheck_warned: bool,
+    /// Failed swaps in a row; the backoff doubles with each.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub failures: u32,
+    /// No scheduled swap before this time (failure backoff, or the health rate limit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after: Option<DateTime<Utc>>,
+    /// A remote digest that was rolled back: not tried again until the registry serves another.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quarantined: Option<String>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl ContainerState {
@@ -83,6 +104,8 @@ impl State {
         let present: std::collections::BTreeSet<&str> = present.into_iter().collect();
         self.containers
             .retain(|name, c| present.contains(name.as_str()) && !c.is_empty());
+        self.leftovers
+            .retain(|name, _| present.contains(name.as_str()));
     }
 
     /// Reads the state. A file that does not parse is moved aside (unless `read_only`) and a

@@ -7,28 +7,61 @@ use common::Bed;
 #[test]
 fn table_and_single_container_diagnosis_in_the_configured_zone() {
     let bed = Bed::new();
-    let web = bed.container("web", &[("restart", "0 3 * * *"), ("update", "@weekly")], &[]);
+    let web = bed.container(
+        "web",
+        &[("restart", "0 3 * * *"), ("update", "@weekly")],
+        &[],
+    );
     let bare = bed.container("bare", &[("health", "*/5 * * * *")], &[]);
     let check = |args: &[&str]| {
-        let out = bed.guerite().args(args).env("GUERITE_TZ", "Europe/Paris").output().unwrap();
+        let out = bed
+            .guerite()
+            .args(args)
+            .env("GUERITE_TZ", "Europe/Paris")
+            .output()
+            .unwrap();
         common::Run::from(out)
     };
 
     let table = check(&["check"]);
     assert_eq!(table.code, 0, "{table:?}");
     assert!(table.stdout.contains("NEXT (Europe/Paris)"), "{table:?}");
-    let web_row = table.stdout.lines().find(|l| l.starts_with(&web)).expect("a row for web");
-    assert!(web_row.contains("running") && web_row.contains("update") && web_row.contains("@weekly"), "{table:?}");
-    assert!(table.stdout.lines().any(|l| l.contains("restart") && l.contains("0 3 * * *") && l.contains(" 03:00")), "{table:?}");
+    let web_row = table
+        .stdout
+        .lines()
+        .find(|l| l.starts_with(&web))
+        .expect("a row for web");
+    assert!(
+        web_row.contains("running") && web_row.contains("update") && web_row.contains("@weekly"),
+        "{table:?}"
+    );
+    assert!(
+        table
+            .stdout
+            .lines()
+            .any(|l| l.contains("restart") && l.contains("0 3 * * *") && l.contains(" 03:00")),
+        "{table:?}"
+    );
 
     let one = check(&["check", &web]);
     assert_eq!(one.code, 0, "{one:?}");
-    let next = one.stdout.lines().find(|l| l.trim_start().starts_with("next:") && l.contains("03:00")).expect("next fire times");
-    assert_eq!(next.matches("03:00 CE").count(), 3, "three fire times in Paris time: {one:?}");
+    let next = one
+        .stdout
+        .lines()
+        .find(|l| l.trim_start().starts_with("next:") && l.contains("03:00"))
+        .expect("next fire times");
+    assert_eq!(
+        next.matches("03:00 CE").count(),
+        3,
+        "three fire times in Paris time: {one:?}"
+    );
     assert!(one.stdout.contains("not due; next"), "{one:?}");
 
     let bare_one = check(&["check", &bare]);
-    assert!(bare_one.stdout.contains("has no healthcheck"), "{bare_one:?}");
+    assert!(
+        bare_one.stdout.contains("has no healthcheck"),
+        "{bare_one:?}"
+    );
 
     let json = check(&["check", &web, "--json"]);
     let v: serde_json::Value = serde_json::from_str(&json.stdout).expect("JSON");
@@ -37,7 +70,11 @@ fn table_and_single_container_diagnosis_in_the_configured_zone() {
 
     // Evaluated as if it were just after 03:00 Paris time, with no previous run: due.
     let at = check(&["check", &web, "--at", "2030-01-02 03:00:30"]);
-    assert!(at.stdout.contains("due now (fire time 2030-01-02 03:00 CET)"), "{at:?}");
+    assert!(
+        at.stdout
+            .contains("due now (fire time 2030-01-02 03:00 CET)"),
+        "{at:?}"
+    );
 }
 
 #[test]
@@ -50,5 +87,9 @@ fn unknown_and_unmonitored_names() {
     let missing = bed.name("missing");
     let run = bed.run(&["check", &missing]);
     assert_eq!(run.code, 2, "{run:?}");
-    assert!(run.stderr.contains(&format!("no container named \"{missing}\"")), "{run:?}");
+    assert!(
+        run.stderr
+            .contains(&format!("no container named \"{missing}\"")),
+        "{run:?}"
+    );
 }

@@ -370,11 +370,18 @@ fn selection_keeps_swarm_excluded_and_other_scopes_out() {
     let plain = bed.container("plain", &[("restart", "0 0 1 1 *")], &[]);
     let swarm = bed.container(
         "swarm",
-        &[("restart", "0 0 1 1 *"), ("com.docker.swarm.service.id", "x1")],
+        &[
+            ("restart", "0 0 1 1 *"),
+            ("com.docker.swarm.service.id", "x1"),
+        ],
         &[],
     );
     let excluded = bed.container("excluded", &[("restart", "0 0 1 1 *")], &[]);
-    let scoped = bed.container("scoped", &[("restart", "0 0 1 1 *"), ("guerite.scope", "blue")], &[]);
+    let scoped = bed.container(
+        "scoped",
+        &[("restart", "0 0 1 1 *"), ("guerite.scope", "blue")],
+        &[],
+    );
     let names = [&plain, &swarm, &excluded, &scoped];
     let before: Vec<String> = names.iter().map(|n| bed.started_at(n)).collect();
     let forced = || {
@@ -389,10 +396,26 @@ fn selection_keeps_swarm_excluded_and_other_scopes_out() {
     let run = forced();
     assert_eq!(run.code, 0, "{run:?}");
     let after: Vec<String> = names.iter().map(|n| bed.started_at(n)).collect();
-    assert_ne!(after[0], before[0], "the plain container is restarted: {run:?}");
-    assert_eq!(after[1..], before[1..], "swarm, excluded and scoped are not: {run:?}");
-    assert!(run.stdout.contains("1 container monitored") || run.stdout.contains("2 containers monitored"), "{run:?}");
-    let warned = |r: &common::Run| r.stderr.lines().filter(|l| l.contains(&swarm) && l.contains("swarm")).count();
+    assert_ne!(
+        after[0], before[0],
+        "the plain container is restarted: {run:?}"
+    );
+    assert_eq!(
+        after[1..],
+        before[1..],
+        "swarm, excluded and scoped are not: {run:?}"
+    );
+    assert!(
+        run.stdout.contains("1 container monitored")
+            || run.stdout.contains("2 containers monitored"),
+        "{run:?}"
+    );
+    let warned = |r: &common::Run| {
+        r.stderr
+            .lines()
+            .filter(|l| l.contains(&swarm) && l.contains("swarm"))
+            .count()
+    };
     assert_eq!(warned(&run), 1, "warned once: {run:?}");
     let again = forced();
     assert_eq!(warned(&again), 0, "not every run: {again:?}");

@@ -164,6 +164,34 @@ impl Bed {
         name
     }
 
+    /// A named volume of this test, removed with the bed.
+    pub fn volume(&self, short: &str) -> String {
+        let name = self.name(short);
+        self.docker(&[
+            "volume",
+            "create",
+            "--label",
+            &format!("guerite-test={}", self.id),
+            &name,
+        ]);
+        name
+    }
+
+    /// Names of this test's containers, sorted.
+    pub fn names(&self) -> Vec<String> {
+        let out = self.docker(&[
+            "ps",
+            "-a",
+            "--filter",
+            &format!("label=guerite-test={}", self.id),
+            "--format",
+            "{{.Names}}",
+        ]);
+        let mut names: Vec<String> = out.lines().map(String::from).collect();
+        names.sort();
+        names
+    }
+
     pub fn inspect(&self, name: &str, format: &str) -> String {
         self.docker(&["inspect", "-f", format, name])
     }
@@ -202,6 +230,24 @@ impl Drop for Bed {
                     .env("DOCKER_HOST", &self.docker_host)
                     .args(["rm", "-f", "-v"])
                     .args(&ids)
+                    .output();
+            }
+        }
+        if let Ok(out) = Command::new("docker")
+            .env("DOCKER_HOST", &self.docker_host)
+            .args([
+                "volume",
+                "ls",
+                "-q",
+                "--filter",
+                &format!("label=guerite-test={}", self.id),
+            ])
+            .output()
+        {
+            for v in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                let _ = Command::new("docker")
+                    .env("DOCKER_HOST", &self.docker_host)
+                    .args(["volume", "rm", v])
                     .output();
             }
         }

@@ -1,0 +1,204 @@
+//! The name-preserving swap on the real engine: recreate, rollback, and a SIGKILL at every
+//! phase followed by a plain run.
+
+mod common;
+
+#[cfg(feature = "crash-hooks")]
+use std::io::{BufRead, BufReader};
+#[cfg(feature = "crash-hooks")]
+use std::process::Stdio;
+
+use common::Bed;
+
+/// A container with a named volume holding data, that stops promptly.
+fn with_data(bed: &Bed, short: &str, labels: &[(&str, &str)], extra: &[&str]) -> String {
+    let volume = bed.volume(&format!("{short}-data"));
+    let mount = format!("{volume}:/data");
+    let mut args = vec!["-v", mount.as_str()];
+    args.extend_from_slice(extra);
+    let name = bed.container(short, labels, &args);
+    bed.docker(&["exec", &name, "sh", "-c", "echo kept > /data/proof"]);
+    name
+}
+
+fn assert_intact(bed: &Bed, name: &str, why: &str) {
+    assert_eq!(
+        bed.names(),
+        vec![name.to_string()],
+        "{why}: exactly one container, no leftovers"
+    );
+    assert_eq!(
+        bed.inspect(name, "{{.State.Running}}"),
+        "true",
+        "{why}: running"
+    );
+    assert_eq!(
+        bed.docker(&["exec", name, "cat", "/data/proof"]),
+        "kept",
+        "{why}: data kept"
+    );
+}
+
+#[test]
+fn forced_recreate_keeps_the_name_and_the_data() {
+    let bed = Bed::new();
+    let web = with_data(&bed, "web", &[("recreate", "0 0 1 1 *")], &[]);
+    let old_id = bed.inspect(&web, "{{.Id}}");
+    let run = bed
+        .guerite()
+        .args(["run", "--force", "recreate", "--only", &web])
+        .env("GUERITE_SETTLE_SECONDS", "1")
+        .output()
+        .unwrap();
+    let run = common::Run::from(run);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(
+        run.stdout.contains(&format!("recreated        {web}")),
+        "{run:?}"
+    );
+    assert_ne!(bed.inspect(&web, "{{.Id}}"), old_id, "a new container");
+    assert_intact(&bed, &web, "after recreate");
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(bed.state_file()).unwrap()).unwrap();
+    assert!(state.get("journal").is_none(), "journal cleared: {state}");
+}
+
+#[test]
+fn a_replacement_that_never_gets_healthy_is_rolled_back() {
+    let bed = Bed::new();
+    let web = with_data(
+        &bed,
+        "web",
+        &[("recreate", "* * * * *")],
+        &[
+            "--health-cmd",
+            "false",
+            "--health-interval",
+            "1s",
+            "--health-retries",
+            "1",
+        ],
+    );
+    let old_id = bed.inspect(&web, "{{.Id}}");
+    let run = bed
+        .guerite()
+        .args(["run", "--force", "recreate", "--only", &web])
+        .env("GUERITE_HEALTH_CHECK_TIMEOUT_SECONDS", "20")
+        .output()
+        .unwrap();
+    let run = common::Run::from(run);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(
+        run.stdout.contains("unhealthy") && run.stdout.contains("rolled back"),
+        "{run:?}"
+    );
+    assert_eq!(
+        bed.inspect(&web, "{{.Id}}"),
+        old_id,
+        "the old container is back"
+    );
+    assert_intact(&bed, &web, "after rollback");
+
+    // The failure backs the next scheduled attempt off.
+    bed.wait_for_minute_boundary();
+    let next = bed.run(&["run"]);
+    assert!(next.stdout.contains("backing off"), "{next:?}");
+    assert_eq!(bed.inspect(&web, "{{.Id}}"), old_id);
+}
+
+#[cfg(feature = "crash-hooks")]
+/// Starts a forced recreate frozen at `point`, kills it with SIGKILL there, then runs plainly.
+fn crash_at(point: &str, replaced: bool) {
+    let bed = Bed::new();
+    let web = with_data(&bed, "web", &[("recreate", "0 0 1 1 *")], &[]);
+    let old_id = bed.inspect(&web, "{{.Id}}");
+    let mut child = bed
+        .guerite()
+        .args(["run", "--force", "recreate", "--only", &web])
+        .env("GUERITE_TEST_CRASH_AT", point)
+        .env("GUERITE_SETTLE_SECONDS", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut seen = Vec::new();
+    for line in stderr.lines() {
+        let line = line.unwrap();
+        let reached = line.contains(&format!("guerite-crash-point {point}"));
+        seen.push(line);
+        if reached {
+            break;
+        }
+    }
+    assert!(
+        seen.last()
+            .is_some_and(|l| l.contains("guerite-crash-point")),
+        "{point}: never reached: {seen:?}"
+    );
+    // SIGKILL: no destructor, no cleanup, like a power cut for the process.
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let run = bed
+        .guerite()
+        .arg("run")
+        .env("GUERITE_SETTLE_SECONDS", "1")
+        .output()
+        .unwrap();
+    let run = common::Run::from(run);
+    assert_eq!(run.code, 0, "{point}: {run:?}");
+    assert_intact(&bed, &web, point);
+    let id = bed.inspect(&web, "{{.Id}}");
+    assert_eq!(id != old_id, replaced, "{point}: replaced? {run:?}");
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(bed.state_file()).unwrap()).unwrap();
+    assert!(
+        state.get("journal").is_none(),
+        "{point}: journal cleared: {state}"
+    );
+}
+
+macro_rules! crash_tests {
+    ($($name:ident: $point:literal => $replaced:literal,)*) => {$(
+        #[cfg(feature = "crash-hooks")]
+        #[test]
+        fn $name() {
+            crash_at($point, $replaced);
+        }
+    )*};
+}
+
+crash_tests! {
+    crash_before_rename_old: "before:rename_old" => false,
+    crash_after_rename_old: "after:rename_old" => false,
+    crash_before_create_new: "before:create_new" => false,
+    crash_after_create_new: "after:create_new" => false,
+    crash_before_stop_old: "before:stop_old" => false,
+    crash_after_stop_old: "after:stop_old" => false,
+    crash_before_start_new: "before:start_new" => false,
+    crash_after_start_new: "after:start_new" => false,
+    crash_before_verify: "before:verify" => false,
+    crash_after_verify: "after:verify" => false,
+    crash_before_commit: "before:commit" => true,
+    crash_after_commit: "after:commit" => true,
+}
+
+#[test]
+fn leftovers_of_the_python_original_are_restored() {
+    let bed = Bed::new();
+    // What the original leaves when it dies between its rename and its final rename.
+    let web = bed.name("web");
+    let volume = bed.volume("web-data");
+    let old = bed.container(
+        "web-guerite-old-1a2b3c",
+        &[("restart", "0 0 1 1 *")],
+        &["-v", &format!("{volume}:/data")],
+    );
+    bed.docker(&["exec", &old, "sh", "-c", "echo kept > /data/proof"]);
+    bed.docker(&["stop", "-t", "1", &old]);
+    bed.container("web-guerite-new-1a2b3c", &[("restart", "0 0 1 1 *")], &[]);
+    let run = bed.run(&["run"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_intact(&bed, &web, "python leftovers");
+}
