@@ -4,6 +4,7 @@
 mod check;
 mod cli;
 mod config;
+mod credentials;
 mod docker;
 mod engine;
 mod execute;
@@ -11,6 +12,8 @@ mod labels;
 mod lock;
 mod own_container;
 mod plan;
+mod reference;
+mod registry;
 mod report;
 mod run;
 mod schedule;
