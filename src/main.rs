@@ -4,6 +4,7 @@
 mod check;
 mod cli;
 mod config;
+mod credentials;
 mod docker;
 mod engine;
 mod execute;
@@ -13,6 +14,8 @@ mod lock;
 mod own_container;
 mod plan;
 mod recreate;
+mod reference;
+mod registry;
 mod report;
 mod run;
 mod schedule;
