@@ -9,11 +9,13 @@ use bollard::models::{
     ContainerSummary, ContainerSummaryStateEnum, HealthStatusEnum, NetworkConnectRequest,
 };
 use bollard::query_parameters::{
-    CreateContainerOptions, InspectContainerOptions, ListContainersOptions, RemoveContainerOptions,
-    RemoveImageOptions, RenameContainerOptions, RestartContainerOptions, StartContainerOptions,
-    StopContainerOptions,
+    CreateContainerOptions, CreateImageOptions, InspectContainerOptions, ListContainersOptions,
+    RemoveContainerOptions, RemoveImageOptions, RenameContainerOptions, RestartContainerOptions,
+    StartContainerOptions, StopContainerOptions,
 };
 use chrono::{DateTime, Utc};
+
+use bollard::auth::DockerCredentials;
 
 use crate::config::DockerEndpoint;
 use crate::engine::{Container, Details, Health, ImageInfo, RunState};
@@ -27,6 +29,15 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct Docker {
     client: bollard::Docker,
     endpoint: String,
+}
+
+/// Registry credentials for a pull, in the engine's terms.
+#[derive(Debug, Clone, Default)]
+pub struct PullAuth {
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub identity_token: Option<String>,
+    pub server: String,
 }
 
 /// Why a call about one container failed: gone means someone else removed it mid-run.
@@ -271,6 +282,57 @@ impl Docker {
             )
             .await?;
         Ok(())
+    }
+
+    /// Pulls `reference` through the engine (so that it lands where containers can use it),
+    /// with registry credentials when there are any. Unbounded in time: a large pull is slow.
+    #[allow(dead_code)] // the update step is next
+    pub async fn pull(&self, reference: &str, auth: Option<PullAuth>) -> Result<(), CallError> {
+        use futures_util::StreamExt;
+        let options = CreateImageOptions {
+            from_image: Some(reference.to_string()),
+            ..Default::default()
+        };
+        let credentials = auth.map(|a| DockerCredentials {
+            username: a.username,
+            password: a.password,
+            identitytoken: a.identity_token,
+            serveraddress: Some(a.server),
+            ..Default::default()
+        });
+        let client = self.client.clone().with_timeout(Duration::from_secs(3600));
+        let mut stream = client.create_image(Some(options), None, credentials);
+        while let Some(step) = stream.next().await {
+            step?;
+        }
+        Ok(())
+    }
+
+    /// Registries the engine talks plain HTTP to: CIDRs and `host[:port]` names.
+    #[allow(dead_code)] // the update step is next
+    pub async fn insecure_registries(&self) -> Result<Vec<String>> {
+        let info = self
+            .client
+            .info()
+            .await
+            .map_err(|e| anyhow!(describe(&e)))
+            .with_context(|| {
+                format!(
+                    "cannot read the engine's registry settings on {}",
+                    self.endpoint
+                )
+            })?;
+        let config = info.registry_config.unwrap_or_default();
+        let mut insecure = config.insecure_registry_cidrs.unwrap_or_default();
+        insecure.extend(
+            config
+                .index_configs
+                .unwrap_or_default()
+                .into_values()
+                .filter(|i| i.secure == Some(false))
+                .filter_map(|i| i.name),
+        );
+        Ok(insecure)
     }
 
     /// Removes an image only if nothing uses it: the engine refuses (409) otherwise, which is

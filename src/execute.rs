@@ -10,10 +10,12 @@ use log::{error, info, warn};
 use crate::config::Config;
 use crate::docker::{CallError, Docker};
 use crate::engine::{Container, Details, Health};
+use crate::labels;
 use crate::plan::{ActionKind, Decision, Notice, Plan, Planned, Reason, Trigger};
 use crate::report::{Item, Outcome, reason_text};
 use crate::state::{ActionResult, State};
 use crate::swap::{Swapped, Swapper, stop_timeout};
+use crate::update::{self, Checked, Next};
 
 pub struct Executor<'a> {
     pub docker: &'a Docker,
@@ -23,6 +25,8 @@ pub struct Executor<'a> {
     pub now: DateTime<Utc>,
     /// Every container on the engine: names for `container:<id>` network modes, dependents.
     pub containers: &'a [Container],
+    /// The registry's answers for the due updates, by container name.
+    pub checks: &'a HashMap<String, Checked>,
 }
 
 /// What one action came to.
@@ -136,9 +140,9 @@ impl Executor<'_> {
             match result.outcome {
                 Outcome::Done => info!("{}: {kind} done{}", c.name, suffix(&result.detail)),
                 Outcome::Failed => error!("{}: {kind} failed: {}", c.name, result.detail),
-                Outcome::NotPerformed | Outcome::Skipped => {
-                    warn!("{}: {kind} not done: {}", c.name, result.detail)
-                }
+                Outcome::Skipped => warn!("{}: {kind} not done: {}", c.name, result.detail),
+                Outcome::UpToDate => info!("{}: image is up to date", c.name),
+                Outcome::Available => warn!("{}: update available: {}", c.name, result.detail),
                 _ => info!("{}: would {kind}{}", c.name, suffix(&result.detail)),
             }
             if matches!(result.outcome, Outcome::Done | Outcome::Failed) {
@@ -174,14 +178,11 @@ impl Executor<'_> {
         trigger: Trigger,
         state: &mut State,
     ) -> Done {
+        if kind == ActionKind::Update {
+            return self.update(c, state).await;
+        }
         if self.state_file.is_none() {
-            return match kind {
-                ActionKind::Update => Done::new(
-                    Outcome::WouldDo,
-                    "image updates are not performed by this version yet",
-                ),
-                _ => Done::new(Outcome::WouldDo, ""),
-            };
+            return Done::new(Outcome::WouldDo, "");
         }
         let details = match self.docker.details(&c.id).await {
             Ok(d) => d,
@@ -200,13 +201,98 @@ impl Executor<'_> {
         }
         match kind {
             ActionKind::Restart => self.restart(&details).await,
-            ActionKind::Recreate => self.replace(state, &details, kind, None).await,
+            ActionKind::Recreate => {
+                self.replace(state, &details, kind, &details.image_id, None)
+                    .await
+            }
             ActionKind::Health => self.health(state, &details, trigger).await,
-            ActionKind::Update => Done::new(
-                Outcome::NotPerformed,
-                "image updates are not performed by this version yet",
-            ),
+            ActionKind::Update => unreachable!("updates are handled above"),
         }
+    }
+
+    async fn update(&self, c: &Container, state: &mut State) -> Done {
+        let Some(checked) = self.checks.get(&c.name) else {
+            return Done::new(Outcome::Skipped, "removed by someone else during the run");
+        };
+        let d = &checked.details;
+        let modifiers = labels::parse(&c.labels, &self.config.labels, self.config.defaults)
+            .map(|s| s.modifiers)
+            .unwrap_or(self.config.defaults);
+        let quarantined = state.container(&c.name).and_then(|s| s.quarantined.clone());
+        let next = update::decide(
+            checked,
+            modifiers,
+            quarantined.as_deref(),
+            self.config.pull_fallback,
+        );
+        let dry = self.state_file.is_none();
+        let (digest, image) = match next {
+            Next::UpToDate => return Done::new(Outcome::UpToDate, ""),
+            Next::Available { digest } => {
+                return Done::new(
+                    Outcome::Available,
+                    format!("{} (monitor only: not pulled)", short(&digest)),
+                );
+            }
+            Next::Quarantined { digest } => {
+                return Done::new(
+                    Outcome::Skipped,
+                    format!(
+                        "{} was rolled back before; waiting for a newer one",
+                        short(&digest)
+                    ),
+                );
+            }
+            Next::Skip(why) => return Done::new(Outcome::Skipped, why),
+            Next::Fail(why) => return Done::new(Outcome::Failed, why),
+            Next::Pull { digest } if dry => {
+                let what = match digest.as_deref() {
+                    Some(d) => format!("newer image {}", short(d)),
+                    None => "the registry cannot tell".into(),
+                };
+                return Done::new(Outcome::WouldDo, format!("{what}; would pull and replace"));
+            }
+            Next::UseLocal if dry => {
+                return Done::new(
+                    Outcome::WouldDo,
+                    "no_pull: would replace if the local image is newer",
+                );
+            }
+            Next::Pull { digest } => {
+                let Ok(reference) = &checked.reference else {
+                    return Done::new(Outcome::Failed, "no reference to pull");
+                };
+                match update::pull(self.docker, reference, &d.image).await {
+                    Ok(image) => (digest, image),
+                    Err(why) => return Done::new(Outcome::Failed, why),
+                }
+            }
+            Next::UseLocal => match self.docker.image(&d.image).await {
+                Ok(image) => (None, image),
+                Err(_) => {
+                    return Done::new(
+                        Outcome::Failed,
+                        format!("no_pull: {} is not on this host", d.image),
+                    );
+                }
+            },
+        };
+        if image.id == d.image_id {
+            return Done::new(Outcome::UpToDate, "");
+        }
+        if modifiers.no_restart {
+            return Done::new(
+                Outcome::Available,
+                format!("pulled {}; not replaced (no_restart)", short(&image.id)),
+            );
+        }
+        let mut done = self
+            .replace(state, d, ActionKind::Update, &image.id, digest)
+            .await;
+        if done.outcome == Outcome::Done {
+            done.detail = format!("{} -> {}", short(&d.image_id), short(&image.id));
+        }
+        done
     }
 
     async fn restart(&self, d: &Details) -> Done {
@@ -247,7 +333,9 @@ impl Executor<'_> {
                 ),
             );
         }
-        let done = self.replace(state, d, ActionKind::Health, None).await;
+        let done = self
+            .replace(state, d, ActionKind::Health, &d.image_id, None)
+            .await;
         if done.outcome == Outcome::Done {
             // At most one health replacement per backoff period.
             state.container_mut(&d.name).retry_after = Some(self.now + self.config.health_backoff);
@@ -262,6 +350,7 @@ impl Executor<'_> {
         state: &mut State,
         d: &Details,
         kind: ActionKind,
+        image: &str,
         digest: Option<String>,
     ) -> Done {
         let Some(state_file) = self.state_file else {
@@ -274,10 +363,7 @@ impl Executor<'_> {
             now: self.now,
         };
         let names = self.names();
-        match swapper
-            .swap(state, d, kind, &d.image_id, digest, &names)
-            .await
-        {
+        match swapper.swap(state, d, kind, image, digest, &names).await {
             Swapped::Replaced { new_id } => Done {
                 outcome: Outcome::Done,
                 detail: String::new(),
@@ -311,7 +397,13 @@ impl Executor<'_> {
             };
             // The dependent's `container:<old id>` resolves to the name, now the new container's.
             let done = self
-                .replace(state, &details, ActionKind::Recreate, None)
+                .replace(
+                    state,
+                    &details,
+                    ActionKind::Recreate,
+                    &details.image_id,
+                    None,
+                )
                 .await;
             let detail = format!(
                 "shares the network of {}, which was replaced{}",
@@ -385,6 +477,11 @@ fn shares_network_of(dep: &Container, of: &Container) -> bool {
         .as_deref()
         .and_then(|m| m.strip_prefix("container:"))
         .is_some_and(|target| target == of.id || target == of.name || of.id.starts_with(target))
+}
+
+fn short(id: &str) -> &str {
+    let id = id.strip_prefix("sha256:").unwrap_or(id);
+    &id[..id.len().min(12)]
 }
 
 fn suffix(detail: &str) -> String {

@@ -21,6 +21,7 @@ mod run;
 mod schedule;
 mod state;
 mod swap;
+mod update;
 
 use std::io::Write;
 use std::process::ExitCode;

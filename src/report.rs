@@ -12,9 +12,11 @@ use crate::plan::{ActionKind, Reason, Trigger};
 pub enum Outcome {
     Done,
     WouldDo,
+    /// An update check found the running image current.
+    UpToDate,
+    /// monitor_only: a newer image exists and was not pulled.
+    Available,
     Failed,
-    /// Planned, but this version does not perform that kind of action yet.
-    NotPerformed,
     Skipped,
     Missed,
     Error,
@@ -100,11 +102,12 @@ fn verb(item: &Item) -> String {
         (Outcome::Done, Some(ActionKind::Recreate)) => "recreated".into(),
         (Outcome::Done, Some(ActionKind::Health)) => "replaced".into(),
         (Outcome::Done, None) => "recovered".into(),
+        (Outcome::UpToDate, _) => "up to date".into(),
+        (Outcome::Available, _) => "update available".into(),
         (Outcome::WouldDo, None) => "would recover".into(),
         (Outcome::Failed, None) => "failed".into(),
         (Outcome::WouldDo, _) => format!("would {action}"),
         (Outcome::Failed, _) => format!("{action} failed"),
-        (Outcome::NotPerformed, _) => format!("{action} not done"),
         (Outcome::Skipped, Some(_)) => format!("{action} skipped"),
         (Outcome::Missed, _) => format!("{action} missed"),
         (Outcome::Error, _) => "error".into(),

@@ -14,6 +14,7 @@ use crate::plan::{self, Input, Request};
 use crate::report::{Item, Outcome, Report};
 use crate::state::{Loaded, State};
 use crate::swap::{self, Swapper};
+use crate::update;
 
 /// How a run ended, for the exit code.
 #[derive(Debug, PartialEq, Eq)]
@@ -97,12 +98,14 @@ pub async fn run(config: &Config, options: &Options, now: DateTime<Utc>) -> Resu
         request: &options.request,
         self_id: self_id.as_deref(),
     });
+    let checks = update::check_all(&docker, &plan).await;
     let executor = Executor {
         docker: &docker,
         config,
         state_file: (!dry_run).then_some(config.state_file.as_path()),
         now,
         containers: &containers,
+        checks: &checks,
     };
     items.extend(executor.run(&plan, &mut state).await);
     if !dry_run {
