@@ -134,34 +134,60 @@ impl Bed {
     }
 
     /// Starts a container of this test: `labels` are (action, cron) pairs under this test's
-    /// keys, or full `key=value` strings. It stops promptly on SIGTERM unless told otherwise.
+    /// keys, or full `key=value` strings. It stops promptly on SIGTERM.
     pub fn container(&self, short: &str, labels: &[(&str, &str)], extra: &[&str]) -> String {
+        let cmd = ["sh", "-c", "trap 'exit 0' TERM; sleep 3600 & wait"];
+        self.container_of(short, &base_image(), labels, extra, &cmd)
+    }
+
+    /// Like `container`, from `image`, with `cmd` (empty: the image's own).
+    pub fn container_of(&self, short: &str, image: &str, labels: &[(&str, &str)], extra: &[&str], cmd: &[&str]) -> String {
         let name = self.name(short);
-        let mut args: Vec<String> = vec![
-            "run".into(),
-            "-d".into(),
-            "--name".into(),
-            name.clone(),
-            "--network".into(),
-            "none".into(),
-            "--label".into(),
-            format!("guerite-test={}", self.id),
-        ];
+        let test_label = format!("guerite-test={}", self.id);
+        let mut args: Vec<String> = ["run", "-d", "--name", &name, "--label", &test_label].map(String::from).to_vec();
+        if !extra.contains(&"--network") {
+            args.extend(["--network", "none"].map(String::from));
+        }
         for (k, v) in labels {
-            let key = if k.contains('.') {
-                k.to_string()
-            } else {
-                self.label(k)
-            };
+            let key = if k.contains('.') { k.to_string() } else { self.label(k) };
             args.push("--label".into());
             args.push(format!("{key}={v}"));
         }
         args.extend(extra.iter().map(|s| s.to_string()));
-        args.push(base_image());
-        args.extend(["sh", "-c", "trap 'exit 0' TERM; sleep 3600 & wait"].map(String::from));
+        args.push(image.to_string());
+        args.extend(cmd.iter().map(|s| s.to_string()));
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
         self.docker(&refs);
         name
+    }
+
+    /// The newer engine of the matrix (Docker 26.1, API 1.45), beside the machine's own.
+    pub fn newer_engine() -> Bed {
+        Bed::on(bed_var("GUERITE_TEST_DOCKER_HOST_NEW"))
+    }
+
+    /// `<registry>/<test id>/<repo>:<tag>` in the plain loopback registry.
+    pub fn reference(&self, repo: &str, tag: &str) -> String {
+        format!("{}/{}/{repo}:{tag}", bed_var("GUERITE_TEST_REGISTRY"), self.id)
+    }
+
+    /// Builds `FROM <base image>` plus `lines` as `reference` on this test's engine, labelled
+    /// for cleanup, and pushes it (to the registry the reference names, logged in with
+    /// `config` when given). Returns the reference.
+    pub fn build_push(&self, reference: &str, lines: &str, config: Option<&Path>) -> String {
+        let dir = self.dir.join(format!("build-{}", reference.replace(['/', ':'], "_")));
+        std::fs::create_dir_all(&dir).unwrap();
+        let dockerfile = format!("FROM {}\nLABEL guerite-test={}\n{lines}\n", base_image(), self.id);
+        std::fs::write(dir.join("Dockerfile"), dockerfile).unwrap();
+        self.docker(&["build", "-q", "-t", reference, dir.to_str().unwrap()]);
+        let mut push = Command::new("docker");
+        push.env("DOCKER_HOST", &self.docker_host);
+        if let Some(c) = config {
+            push.arg("--config").arg(c);
+        }
+        let out = push.args(["push", reference]).output().unwrap();
+        assert!(out.status.success(), "push {reference}: {}", String::from_utf8_lossy(&out.stderr));
+        reference.to_string()
     }
 
     /// A named volume of this test, removed with the bed.
