@@ -11,6 +11,7 @@ mod labels;
 mod lock;
 mod own_container;
 mod plan;
+mod recreate;
 mod report;
 mod run;
 mod schedule;
