@@ -46,7 +46,14 @@ fn new_image_defaults_take_effect_and_operator_settings_stay(bed: Bed) {
         "app",
         &reference,
         &[("update", "0 4 * * *"), ("operator.label", "mine")],
-        &["-e", "SHARED=operator", "-e", "OWN=1", "-v", &format!("{volume}:/data")],
+        &[
+            "-e",
+            "SHARED=operator",
+            "-e",
+            "OWN=1",
+            "-v",
+            &format!("{volume}:/data"),
+        ],
         &[],
     );
     bed.docker(&["exec", &name, "sh", "-c", "echo kept > /data/proof"]);
@@ -55,22 +62,52 @@ fn new_image_defaults_take_effect_and_operator_settings_stay(bed: Bed) {
     let first = update(&bed, &name, &[]);
     assert_eq!(first.code, 0, "{first:?}");
     assert!(first.stdout.contains("up to date"), "{first:?}");
-    assert_eq!(bed.inspect(&name, "{{.Id}}"), old_id, "nothing changed, nothing replaced");
+    assert_eq!(
+        bed.inspect(&name, "{{.Id}}"),
+        old_id,
+        "nothing changed, nothing replaced"
+    );
 
-    image_version(&bed, &reference, 2, r#"CMD ["sh", "-c", "trap 'exit 0' TERM; echo v2; sleep 3600 & wait"]"#);
+    image_version(
+        &bed,
+        &reference,
+        2,
+        r#"CMD ["sh", "-c", "trap 'exit 0' TERM; echo v2; sleep 3600 & wait"]"#,
+    );
     let run = update(&bed, &name, &[]);
     assert_eq!(run.code, 0, "{run:?}");
-    assert!(run.stdout.contains(&format!("updated          {name}")), "{run:?}");
+    assert!(
+        run.stdout.contains(&format!("updated          {name}")),
+        "{run:?}"
+    );
     assert_ne!(bed.inspect(&name, "{{.Id}}"), old_id);
     assert_eq!(bed.names(), vec![name.clone()], "no leftovers");
     assert_eq!(bed.inspect(&name, "{{.State.Running}}"), "true");
     let env = bed.inspect(&name, "{{json .Config.Env}}");
     assert!(env.contains("\"VERSION=2\""), "the new image's ENV: {env}");
-    assert!(env.contains("\"SHARED=operator\"") && env.contains("\"OWN=1\""), "the operator's env: {env}");
-    assert_eq!(bed.inspect(&name, "{{index .Config.Labels \"version\"}}"), "2", "the new image's LABEL");
-    assert_eq!(bed.inspect(&name, "{{index .Config.Labels \"operator.label\"}}"), "mine");
-    assert!(bed.inspect(&name, "{{json .Config.Cmd}}").contains("echo v2"), "the new image's CMD");
-    assert_eq!(bed.inspect(&name, "{{.Config.Image}}"), reference, "the operator's reference");
+    assert!(
+        env.contains("\"SHARED=operator\"") && env.contains("\"OWN=1\""),
+        "the operator's env: {env}"
+    );
+    assert_eq!(
+        bed.inspect(&name, "{{index .Config.Labels \"version\"}}"),
+        "2",
+        "the new image's LABEL"
+    );
+    assert_eq!(
+        bed.inspect(&name, "{{index .Config.Labels \"operator.label\"}}"),
+        "mine"
+    );
+    assert!(
+        bed.inspect(&name, "{{json .Config.Cmd}}")
+            .contains("echo v2"),
+        "the new image's CMD"
+    );
+    assert_eq!(
+        bed.inspect(&name, "{{.Config.Image}}"),
+        reference,
+        "the operator's reference"
+    );
     assert_eq!(bed.docker(&["exec", &name, "cat", "/data/proof"]), "kept");
 }
 
@@ -86,19 +123,42 @@ fn nothing_changed_costs_one_head_per_reference_and_no_pull(bed: Bed) {
     let since = bed.docker(&["version", "-f", "{{.Server.Version}}"]);
     let _ = since;
     let t0 = now();
-    let run = Run::from(bed.guerite().args(["run", "--force", "update"]).output().unwrap());
+    let run = Run::from(
+        bed.guerite()
+            .args(["run", "--force", "update"])
+            .output()
+            .unwrap(),
+    );
     assert_eq!(run.code, 0, "{run:?}");
     assert_eq!(run.stdout.matches("up to date").count(), 4, "{run:?}");
     // The registry writes its access line after answering.
     std::thread::sleep(std::time::Duration::from_millis(500));
     for reference in [&a, &b] {
-        let repo = reference.split_once('/').unwrap().1.rsplit_once(':').unwrap().0;
+        let repo = reference
+            .split_once('/')
+            .unwrap()
+            .1
+            .rsplit_once(':')
+            .unwrap()
+            .0;
         let lines = log_since(&log, offset, repo);
         let heads = lines.iter().filter(|l| l.contains("\"HEAD ")).count();
         let gets = lines.iter().filter(|l| l.contains("\"GET ")).count();
         assert_eq!((heads, gets), (1, 0), "{repo}: one HEAD, no GET: {lines:?}");
     }
-    let pulls = bed.docker(&["events", "--since", &t0, "--until", &now(), "--filter", "type=image", "--filter", "event=pull", "--format", "{{.Actor.ID}}"]);
+    let pulls = bed.docker(&[
+        "events",
+        "--since",
+        &t0,
+        "--until",
+        &now(),
+        "--filter",
+        "type=image",
+        "--filter",
+        "event=pull",
+        "--format",
+        "{{.Actor.ID}}",
+    ]);
     let ours: Vec<&str> = pulls.lines().filter(|l| l.contains(&bed.id)).collect();
     assert!(ours.is_empty(), "no pull: {ours:?}");
 }
@@ -107,7 +167,13 @@ fn rollback_quarantines_the_digest_until_a_newer_one(bed: Bed, failing: &str) {
     let reference = bed.reference("app", "1");
     image_version(&bed, &reference, 1, "");
     let volume = bed.volume("data");
-    let name = bed.container_of("app", &reference, &[("update", "0 4 * * *")], &["-v", &format!("{volume}:/data")], &[]);
+    let name = bed.container_of(
+        "app",
+        &reference,
+        &[("update", "0 4 * * *")],
+        &["-v", &format!("{volume}:/data")],
+        &[],
+    );
     bed.docker(&["exec", &name, "sh", "-c", "echo kept > /data/proof"]);
     let old_id = bed.inspect(&name, "{{.Id}}");
     let old_image = bed.inspect(&name, "{{.Image}}");
@@ -126,13 +192,32 @@ fn rollback_quarantines_the_digest_until_a_newer_one(bed: Bed, failing: &str) {
     let again = update(&bed, &name, &[]);
     assert_eq!(again.code, 0, "{again:?}");
     assert!(again.stdout.contains("was rolled back before"), "{again:?}");
-    let pulls = bed.docker(&["events", "--since", &t0, "--until", &now(), "--filter", "type=image", "--filter", "event=pull", "--format", "{{.Actor.ID}}"]);
-    assert!(!pulls.contains(&bed.id), "the same digest is not pulled again: {pulls}");
+    let pulls = bed.docker(&[
+        "events",
+        "--since",
+        &t0,
+        "--until",
+        &now(),
+        "--filter",
+        "type=image",
+        "--filter",
+        "event=pull",
+        "--format",
+        "{{.Actor.ID}}",
+    ]);
+    assert!(
+        !pulls.contains(&bed.id),
+        "the same digest is not pulled again: {pulls}"
+    );
 
     image_version(&bed, &reference, 3, "");
     let third = update(&bed, &name, &[]);
     assert_eq!(third.code, 0, "a newer digest is tried: {third:?}");
-    assert!(bed.inspect(&name, "{{json .Config.Env}}").contains("VERSION=3"), "{third:?}");
+    assert!(
+        bed.inspect(&name, "{{json .Config.Env}}")
+            .contains("VERSION=3"),
+        "{third:?}"
+    );
 }
 
 fn dependents_in_its_network_namespace_work_afterwards(bed: Bed) {
@@ -143,11 +228,17 @@ fn dependents_in_its_network_namespace_work_afterwards(bed: Bed) {
     image_version(&bed, &reference, 2, "");
     let run = update(&bed, &app, &[]);
     assert_eq!(run.code, 0, "{run:?}");
-    assert!(run.stdout.contains(&format!("recreated        {side}")), "{run:?}");
+    assert!(
+        run.stdout.contains(&format!("recreated        {side}")),
+        "{run:?}"
+    );
     assert_eq!(bed.inspect(&side, "{{.State.Running}}"), "true", "{run:?}");
     let app_id = bed.inspect(&app, "{{.Id}}");
     let mode = bed.inspect(&side, "{{.HostConfig.NetworkMode}}");
-    assert!(mode == format!("container:{app_id}") || mode == format!("container:{app}"), "follows the new container: {mode}");
+    assert!(
+        mode == format!("container:{app_id}") || mode == format!("container:{app}"),
+        "follows the new container: {mode}"
+    );
     assert_eq!(bed.names().len(), 2, "no leftovers: {:?}", bed.names());
 }
 
@@ -157,7 +248,10 @@ fn login(bed: &Bed, password: &str) -> std::path::PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     let auth = format!("{}:{password}", bed_var("GUERITE_TEST_AUTH_USER"));
     let encoded = base64(auth.as_bytes());
-    let config = format!(r#"{{"auths": {{"{}": {{"auth": "{encoded}"}}}}}}"#, bed_var("GUERITE_TEST_AUTH_REGISTRY"));
+    let config = format!(
+        r#"{{"auths": {{"{}": {{"auth": "{encoded}"}}}}}}"#,
+        bed_var("GUERITE_TEST_AUTH_REGISTRY")
+    );
     std::fs::write(dir.join("config.json"), config).unwrap();
     dir
 }
@@ -165,9 +259,17 @@ fn login(bed: &Bed, password: &str) -> std::path::PathBuf {
 fn credentials_from_the_docker_config(bed: Bed) {
     let good = login(&bed, &bed_var("GUERITE_TEST_AUTH_PASSWORD"));
     let bad = login(&bed, "wrong");
-    let private = format!("{}/{}/private:1", bed_var("GUERITE_TEST_AUTH_REGISTRY"), bed.id);
+    let private = format!(
+        "{}/{}/private:1",
+        bed_var("GUERITE_TEST_AUTH_REGISTRY"),
+        bed.id
+    );
     let write = |version: u32| {
-        bed.build_push(&private, &format!("ENV VERSION={version}\n{STOPS_PROMPTLY}"), Some(&good));
+        bed.build_push(
+            &private,
+            &format!("ENV VERSION={version}\n{STOPS_PROMPTLY}"),
+            Some(&good),
+        );
     };
     write(1);
     let app = bed.container_of("private", &private, &[("update", "0 4 * * *")], &[], &[]);
@@ -179,27 +281,52 @@ fn credentials_from_the_docker_config(bed: Bed) {
 
     let with = |config: &Path| {
         let mut cmd = bed.guerite();
-        cmd.args(["run", "--force", "update"]).env("DOCKER_CONFIG", config).env("GUERITE_SETTLE_SECONDS", "2");
+        cmd.args(["run", "--force", "update"])
+            .env("DOCKER_CONFIG", config)
+            .env("GUERITE_SETTLE_SECONDS", "2");
         Run::from(cmd.output().unwrap())
     };
     let denied = with(&bad);
     assert_eq!(denied.code, 1, "{denied:?}");
-    let line = denied.stdout.lines().find(|l| l.contains(&app)).unwrap_or_default().to_string();
-    assert!(line.contains("update failed") && line.contains("rejected"), "{denied:?}");
-    assert!(!denied.stdout.contains("s3cret") && !denied.stderr.contains("s3cret"), "no secret in the output");
-    assert!(denied.stdout.contains(&format!("up to date       {other}")), "the other container proceeds: {denied:?}");
+    let line = denied
+        .stdout
+        .lines()
+        .find(|l| l.contains(&app))
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        line.contains("update failed") && line.contains("rejected"),
+        "{denied:?}"
+    );
+    assert!(
+        !denied.stdout.contains("s3cret") && !denied.stderr.contains("s3cret"),
+        "no secret in the output"
+    );
+    assert!(
+        denied.stdout.contains(&format!("up to date       {other}")),
+        "the other container proceeds: {denied:?}"
+    );
 
     let ok = with(&good);
     assert_eq!(ok.code, 0, "{ok:?}");
-    assert!(ok.stdout.contains(&format!("updated          {app}")), "{ok:?}");
-    assert!(bed.inspect(&app, "{{json .Config.Env}}").contains("VERSION=2"));
+    assert!(
+        ok.stdout.contains(&format!("updated          {app}")),
+        "{ok:?}"
+    );
+    assert!(
+        bed.inspect(&app, "{{json .Config.Env}}")
+            .contains("VERSION=2")
+    );
 }
 
 fn base64(bytes: &[u8]) -> String {
     const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::new();
     for chunk in bytes.chunks(3) {
-        let n = chunk.iter().enumerate().fold(0u32, |n, (i, b)| n | (u32::from(*b) << (16 - 8 * i)));
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | (u32::from(*b) << (16 - 8 * i)));
         for i in 0..4 {
             if i <= chunk.len() {
                 out.push(ABC[(n >> (18 - 6 * i)) as usize & 63] as char);

@@ -141,15 +141,28 @@ impl Bed {
     }
 
     /// Like `container`, from `image`, with `cmd` (empty: the image's own).
-    pub fn container_of(&self, short: &str, image: &str, labels: &[(&str, &str)], extra: &[&str], cmd: &[&str]) -> String {
+    pub fn container_of(
+        &self,
+        short: &str,
+        image: &str,
+        labels: &[(&str, &str)],
+        extra: &[&str],
+        cmd: &[&str],
+    ) -> String {
         let name = self.name(short);
         let test_label = format!("guerite-test={}", self.id);
-        let mut args: Vec<String> = ["run", "-d", "--name", &name, "--label", &test_label].map(String::from).to_vec();
+        let mut args: Vec<String> = ["run", "-d", "--name", &name, "--label", &test_label]
+            .map(String::from)
+            .to_vec();
         if !extra.contains(&"--network") {
             args.extend(["--network", "none"].map(String::from));
         }
         for (k, v) in labels {
-            let key = if k.contains('.') { k.to_string() } else { self.label(k) };
+            let key = if k.contains('.') {
+                k.to_string()
+            } else {
+                self.label(k)
+            };
             args.push("--label".into());
             args.push(format!("{key}={v}"));
         }
@@ -168,16 +181,26 @@ impl Bed {
 
     /// `<registry>/<test id>/<repo>:<tag>` in the plain loopback registry.
     pub fn reference(&self, repo: &str, tag: &str) -> String {
-        format!("{}/{}/{repo}:{tag}", bed_var("GUERITE_TEST_REGISTRY"), self.id)
+        format!(
+            "{}/{}/{repo}:{tag}",
+            bed_var("GUERITE_TEST_REGISTRY"),
+            self.id
+        )
     }
 
     /// Builds `FROM <base image>` plus `lines` as `reference` on this test's engine, labelled
     /// for cleanup, and pushes it (to the registry the reference names, logged in with
     /// `config` when given). Returns the reference.
     pub fn build_push(&self, reference: &str, lines: &str, config: Option<&Path>) -> String {
-        let dir = self.dir.join(format!("build-{}", reference.replace(['/', ':'], "_")));
+        let dir = self
+            .dir
+            .join(format!("build-{}", reference.replace(['/', ':'], "_")));
         std::fs::create_dir_all(&dir).unwrap();
-        let dockerfile = format!("FROM {}\nLABEL guerite-test={}\n{lines}\n", base_image(), self.id);
+        let dockerfile = format!(
+            "FROM {}\nLABEL guerite-test={}\n{lines}\n",
+            base_image(),
+            self.id
+        );
         std::fs::write(dir.join("Dockerfile"), dockerfile).unwrap();
         self.docker(&["build", "-q", "-t", reference, dir.to_str().unwrap()]);
         let mut push = Command::new("docker");
@@ -186,7 +209,11 @@ impl Bed {
             push.arg("--config").arg(c);
         }
         let out = push.args(["push", reference]).output().unwrap();
-        assert!(out.status.success(), "push {reference}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "push {reference}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         reference.to_string()
     }
 
