@@ -11,11 +11,13 @@ use serde::Serialize;
 use crate::config::{Config, Modifiers};
 use crate::docker::Docker;
 use crate::engine::Container;
+use crate::journal;
 use crate::labels::{self, LabelError};
 use crate::own_container;
 use crate::plan::{self, ActionKind, Decision, Input, Planned, Request, Verdict};
 use crate::report::{local, reason_text};
 use crate::state::{ActionResult, ContainerState, State};
+use crate::update;
 
 const NEXT_FIRES: usize = 3;
 const TIME: &str = "%Y-%m-%d %H:%M %Z";
@@ -35,6 +37,24 @@ pub struct View {
     pub label_errors: Vec<LabelError>,
     pub last_results: BTreeMap<ActionKind, ActionResult>,
     pub warnings: Vec<String>,
+    /// Failed replacements in a row, and no scheduled replacement before `retry_after`.
+    pub failures: u32,
+    pub retry_after: Option<DateTime<Utc>>,
+    /// A rolled-back digest that is not tried again.
+    pub quarantined: Option<String>,
+    /// A swap under way or interrupted.
+    pub journal: Option<journal::Entry>,
+    /// Filled in for one container with an update schedule: the registry is asked.
+    pub update: Option<UpdateView>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct UpdateView {
+    pub reference: String,
+    pub local_digests: Vec<String>,
+    pub remote: String,
+    /// `None` when the registry could not tell.
+    pub available: Option<bool>,
 }
 
 #[derive(Debug, Serialize)]
@@ -114,6 +134,11 @@ pub fn view(
         label_errors: planned.errors.clone(),
         last_results: state.map(|s| s.results.clone()).unwrap_or_default(),
         warnings: warnings(config, c),
+        failures: state.map(|s| s.failures).unwrap_or_default(),
+        retry_after: state.and_then(|s| s.retry_after),
+        quarantined: state.and_then(|s| s.quarantined.clone()),
+        journal: None,
+        update: None,
     }
 }
 
@@ -293,10 +318,81 @@ pub fn render_one(config: &Config, v: &View) -> String {
     if !v.depends_on.is_empty() {
         out.push_str(&format!("  depends on: {}\n", v.depends_on.join(", ")));
     }
+    if let Some(u) = &v.update {
+        out.push_str(&format!("  image reference: {}\n", u.reference));
+        out.push_str(&format!(
+            "    local digests: {}\n",
+            if u.local_digests.is_empty() {
+                "none (built here, or pulled by ID)".into()
+            } else {
+                u.local_digests.join(", ")
+            }
+        ));
+        out.push_str(&format!("    registry:      {}\n", u.remote));
+        out.push_str(&format!(
+            "    update available: {}\n",
+            match u.available {
+                Some(true) => "yes",
+                Some(false) => "no",
+                None => "unknown",
+            }
+        ));
+    }
+    if let Some(d) = &v.quarantined {
+        out.push_str(&format!("  quarantined: {d} was rolled back; it is not tried again until the registry serves another\n"));
+    }
+    if let Some(t) = v.retry_after.filter(|t| *t > Utc::now()) {
+        out.push_str(&format!(
+            "  backoff: {} failed replacement(s) in a row; no scheduled replacement before {}\n",
+            v.failures,
+            local(t, tz, TIME)
+        ));
+    }
+    if let Some(j) = &v.journal {
+        out.push_str(&format!(
+            "  journal: a {} started {} stopped at {}; the next run finishes or undoes it\n",
+            j.kind,
+            local(j.started, tz, TIME),
+            j.phase.as_str()
+        ));
+    }
     for w in &v.warnings {
         out.push_str(&format!("  warning: {w}\n"));
     }
     out
+}
+
+fn update_view(c: &update::Checked, config: &Config, v: &View) -> UpdateView {
+    let local_digests = c
+        .local
+        .as_ref()
+        .map(|i| i.repo_digests.clone())
+        .unwrap_or_default();
+    let next = update::decide(
+        c,
+        v.modifiers.unwrap_or(config.defaults),
+        v.quarantined.as_deref(),
+        false,
+    );
+    let available = match next {
+        update::Next::UpToDate => Some(false),
+        update::Next::Pull { digest: Some(_) }
+        | update::Next::Available { .. }
+        | update::Next::Quarantined { .. } => Some(true),
+        _ => None,
+    };
+    UpdateView {
+        reference: match &c.reference {
+            Ok(r) => r.to_string(),
+            Err(why) => format!("{} ({why})", c.details.image),
+        },
+        local_digests,
+        remote: match &c.answer {
+            Some(a) => a.to_string(),
+            None => "not asked".into(),
+        },
+        available,
+    }
 }
 
 /// Runs `check`; returns whether everything it looked at is in order (exit 0) or not (exit 1).
@@ -320,12 +416,23 @@ pub async fn check(
         request: &request,
         self_id: self_id.as_deref(),
     });
-    let views: Vec<View> = plan
+    let mut views: Vec<View> = plan
         .containers
         .iter()
         .filter(|p| name.is_none_or(|n| p.container.name == n))
         .map(|p| view(config, p, state.container(&p.container.name), now))
         .collect();
+    for v in views.iter_mut() {
+        v.journal = state.journal.get(&v.name).cloned();
+    }
+    // One container in detail: ask its registry (one HEAD; never a pull).
+    if let (Some(_), [v]) = (name, views.as_mut_slice())
+        && v.schedules.iter().any(|s| s.action == ActionKind::Update)
+        && let Some(mut checked) = update::inspect(&docker, &v.id).await
+    {
+        update::ask(&docker, &mut [&mut checked]).await;
+        v.update = Some(update_view(&checked, config, v));
+    }
     let ok = views.iter().all(|v| v.label_errors.is_empty());
     let text = match name {
         None if json => serde_json::to_string_pretty(&views)? + "\n",
@@ -333,6 +440,20 @@ pub async fn check(
         Some(n) => match views.first() {
             Some(v) if json => serde_json::to_string_pretty(v)? + "\n",
             Some(v) => render_one(config, v),
+            None if state.journal.contains_key(n) => {
+                let j = &state.journal[n];
+                let msg = format!(
+                    "{n} is not under its name right now\n  journal: a {} started {} stopped at {}; the next run finishes or undoes it\n",
+                    j.kind,
+                    local(j.started, config.tz, TIME),
+                    j.phase.as_str()
+                );
+                if json {
+                    serde_json::to_string_pretty(j)? + "\n"
+                } else {
+                    msg
+                }
+            }
             None => {
                 let Some(c) = containers.iter().find(|c| c.name == n) else {
                     bail!("no container named {n:?} on {}", config.docker.host);

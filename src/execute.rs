@@ -1,7 +1,7 @@
 //! Carries out a plan, one container at a time. One container's failure never stops the others;
 //! the state is saved after every step that changed anything.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 use chrono::{DateTime, Utc};
@@ -33,8 +33,8 @@ pub struct Executor<'a> {
 struct Done {
     outcome: Outcome,
     detail: String,
-    /// The container was replaced: its dependents need recreating, later actions are moot.
-    replaced_id: Option<String>,
+    /// The container was replaced: its dependents need recreating.
+    replaced: bool,
 }
 
 impl Done {
@@ -42,7 +42,7 @@ impl Done {
         Done {
             outcome,
             detail: detail.into(),
-            replaced_id: None,
+            replaced: false,
         }
     }
 }
@@ -60,9 +60,38 @@ impl Executor<'_> {
                 detail: "no labelled container has this name".into(),
             });
         }
+        for cycle in &plan.cycles {
+            let path = cycle.join(" -> ");
+            warn!("dependency cycle {path}: ordered by name instead");
+            items.push(Item {
+                container: cycle.first().cloned().unwrap_or_default(),
+                action: None,
+                outcome: Outcome::Skipped,
+                trigger: None,
+                detail: format!("dependency cycle {path}: ordered by name instead"),
+            });
+        }
+        // Containers recreated as dependents of another: their listed id is gone.
+        let mut replaced = HashSet::new();
         for planned in &plan.containers {
             self.notices(planned, state);
-            items.extend(self.container(planned, state).await);
+            if replaced.contains(&planned.container.name) {
+                if planned
+                    .verdicts
+                    .iter()
+                    .any(|v| matches!(v.decision, Decision::Act(_)))
+                {
+                    items.push(Item {
+                        container: planned.container.name.clone(),
+                        action: None,
+                        outcome: Outcome::Skipped,
+                        trigger: None,
+                        detail: "recreated earlier in this run, as a dependent".into(),
+                    });
+                }
+                continue;
+            }
+            items.extend(self.container(planned, state, &mut replaced).await);
         }
         items
     }
@@ -90,7 +119,12 @@ impl Executor<'_> {
         }
     }
 
-    async fn container(&self, planned: &Planned<'_>, state: &mut State) -> Vec<Item> {
+    async fn container(
+        &self,
+        planned: &Planned<'_>,
+        state: &mut State,
+        replaced: &mut HashSet<String>,
+    ) -> Vec<Item> {
         let c = planned.container;
         let tz = self.config.tz;
         let mut items = Vec::new();
@@ -164,8 +198,8 @@ impl Executor<'_> {
                 Some(trigger),
                 result.detail,
             ));
-            if let Some(new_id) = result.replaced_id {
-                items.extend(self.dependents(c, &new_id, state).await);
+            if result.replaced {
+                items.extend(self.dependents(c, state, replaced).await);
             }
         }
         items
@@ -364,10 +398,10 @@ impl Executor<'_> {
         };
         let names = self.names();
         match swapper.swap(state, d, kind, image, digest, &names).await {
-            Swapped::Replaced { new_id } => Done {
+            Swapped::Replaced { .. } => Done {
                 outcome: Outcome::Done,
                 detail: String::new(),
-                replaced_id: Some(new_id),
+                replaced: true,
             },
             Swapped::RolledBack(why) => Done::new(
                 Outcome::Failed,
@@ -377,23 +411,22 @@ impl Executor<'_> {
         }
     }
 
-    /// Containers in `container:<replaced>` network mode lost their network with the old
+    /// Containers in `container:<target>` network mode lost their network with the old
     /// container: recreate them, pointing at the new one.
     async fn dependents(
         &self,
-        replaced: &Container,
-        _new_id: &str,
+        target: &Container,
         state: &mut State,
+        replaced: &mut HashSet<String>,
     ) -> Vec<Item> {
         let mut items = Vec::new();
         for dep in self
             .containers
             .iter()
-            .filter(|d| shares_network_of(d, replaced))
+            .filter(|d| shares_network_of(d, target))
         {
-            let details = match self.docker.details(&dep.id).await {
-                Ok(d) => d,
-                Err(_) => continue,
+            let Ok(details) = self.docker.details(&dep.id).await else {
+                continue;
             };
             // The dependent's `container:<old id>` resolves to the name, now the new container's.
             let done = self
@@ -405,9 +438,10 @@ impl Executor<'_> {
                     None,
                 )
                 .await;
+            replaced.insert(dep.name.clone());
             let detail = format!(
                 "shares the network of {}, which was replaced{}",
-                replaced.name,
+                target.name,
                 suffix(&done.detail)
             );
             match done.outcome {

@@ -11,6 +11,7 @@ mod execute;
 mod journal;
 mod labels;
 mod lock;
+mod order;
 mod own_container;
 mod plan;
 mod recreate;

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::Config;
 use crate::engine::{Container, Health, RunState};
 use crate::labels::{self, LabelError, Settings};
+use crate::order;
 use crate::schedule::{self, Due, Window};
 use crate::state::State;
 
@@ -206,6 +207,8 @@ pub struct Plan<'a> {
     pub containers: Vec<Planned<'a>>,
     /// Names given with --only that match no labelled container.
     pub unknown: Vec<String>,
+    /// Dependency cycles, each as a path back to its start; broken by name order.
+    pub cycles: Vec<Vec<String>>,
 }
 
 pub fn plan<'c>(input: &Input<'_, 'c>) -> Plan<'c> {
@@ -218,7 +221,22 @@ pub fn plan<'c>(input: &Input<'_, 'c>) -> Plan<'c> {
         .filter(|c| only.is_empty() || only.contains(c.name.as_str()))
         .map(|c| plan_container(input, c))
         .collect();
-    containers.sort_by(|a, b| a.container.name.cmp(&b.container.name));
+    let all: Vec<&Container> = input.containers.iter().collect();
+    let deps = containers
+        .iter()
+        .map(|p| {
+            (
+                p.container.name.clone(),
+                order::dependencies(p.container, &all),
+            )
+        })
+        .collect();
+    let names: Vec<String> = containers
+        .iter()
+        .map(|p| p.container.name.clone())
+        .collect();
+    let (ordered, cycles) = order::order(&names, &deps);
+    containers.sort_by_key(|p| ordered.iter().position(|n| *n == p.container.name));
     let unknown = only
         .iter()
         .filter(|n| !containers.iter().any(|p| p.container.name == **n))
@@ -227,6 +245,7 @@ pub fn plan<'c>(input: &Input<'_, 'c>) -> Plan<'c> {
     Plan {
         containers,
         unknown,
+        cycles,
     }
 }
 

@@ -11,7 +11,7 @@ use crate::config::Modifiers;
 use crate::credentials::{self, DockerConfig};
 use crate::docker::{CallError, Docker, PullAuth};
 use crate::engine::{Details, ImageInfo};
-use crate::plan::{ActionKind, Plan};
+use crate::plan::{ActionKind, Decision, Plan};
 use crate::reference::{ImageRef, matches_local};
 use crate::registry::{self, Answer, CheckOptions};
 
@@ -109,41 +109,29 @@ fn reference_of(d: &Details) -> Result<ImageRef, String> {
     ImageRef::parse(&d.image).map_err(|e| format!("{e:#}"))
 }
 
-/// Inspects every container with a due update and asks the registries about their references,
-/// each distinct reference once.
-pub async fn check_all(docker: &Docker, plan: &Plan<'_>) -> HashMap<String, Checked> {
-    let mut checked = HashMap::new();
-    for planned in &plan.containers {
-        if !planned.verdicts.iter().any(|v| {
-            v.kind == Some(ActionKind::Update)
-                && matches!(v.decision, crate::plan::Decision::Act(_))
-        }) {
-            continue;
-        }
-        let c = planned.container;
-        let Ok(details) = docker.details(&c.id).await else {
-            continue;
-        };
-        let local = docker.image(&details.image_id).await.ok();
-        let reference = reference_of(&details);
-        checked.insert(
-            c.name.clone(),
-            Checked {
-                details,
-                local,
-                reference,
-                answer: None,
-            },
-        );
-    }
+/// What the engine knows of one container's image and reference; `None` if it is gone.
+pub async fn inspect(docker: &Docker, id: &str) -> Option<Checked> {
+    let details = docker.details(id).await.ok()?;
+    let local = docker.image(&details.image_id).await.ok();
+    let reference = reference_of(&details);
+    Some(Checked {
+        details,
+        local,
+        reference,
+        answer: None,
+    })
+}
+
+/// Asks the registries about every checked reference, each distinct reference once.
+pub async fn ask(docker: &Docker, checked: &mut [&mut Checked]) {
     let refs: Vec<ImageRef> = checked
-        .values()
+        .iter()
         .filter_map(|c| c.reference.as_ref().ok())
         .filter(|r| !r.is_pinned())
         .cloned()
         .collect();
     if refs.is_empty() {
-        return checked;
+        return;
     }
     let insecure = docker.insecure_registries().await.unwrap_or_else(|e| {
         warn!("{e:#}; treating only loopback registries as plain HTTP");
@@ -155,11 +143,27 @@ pub async fn check_all(docker: &Docker, plan: &Plan<'_>) -> HashMap<String, Chec
     };
     // ureq blocks; nothing else runs on this thread meanwhile, so a blocking call is fine.
     let answers = registry::check(&refs, &options);
-    for c in checked.values_mut() {
+    for c in checked.iter_mut() {
         if let Ok(r) = &c.reference {
             c.answer = answers.get(&r.canonical()).cloned();
         }
     }
+}
+
+/// Inspects every container with a due update and asks the registries about their references.
+pub async fn check_all(docker: &Docker, plan: &Plan<'_>) -> HashMap<String, Checked> {
+    let mut checked = HashMap::new();
+    for planned in &plan.containers {
+        let due = planned
+            .verdicts
+            .iter()
+            .any(|v| v.kind == Some(ActionKind::Update) && matches!(v.decision, Decision::Act(_)));
+        if due && let Some(c) = inspect(docker, &planned.container.id).await {
+            checked.insert(planned.container.name.clone(), c);
+        }
+    }
+    let mut all: Vec<&mut Checked> = checked.values_mut().collect();
+    ask(docker, &mut all).await;
     checked
 }
 

@@ -188,6 +188,17 @@ fn rollback_quarantines_the_digest_until_a_newer_one(bed: Bed, failing: &str) {
     assert_eq!(bed.names(), vec![name.clone()], "no leftovers");
     assert_eq!(bed.docker(&["exec", &name, "cat", "/data/proof"]), "kept");
 
+    let check = bed.run(&["check", &name]);
+    assert!(
+        check.stdout.contains("update available: yes")
+            && check.stdout.contains("quarantined: sha256:"),
+        "{check:?}"
+    );
+    assert!(
+        check.stdout.contains("backoff: 1 failed replacement"),
+        "{check:?}"
+    );
+
     let t0 = now();
     let again = update(&bed, &name, &[]);
     assert_eq!(again.code, 0, "{again:?}");
