@@ -51,24 +51,13 @@ fn scheduled_restart_happens_in_place_once_per_fire_time() {
 fn restart_honours_the_containers_own_stop_timeout() {
     let bed = Bed::new();
     // `sleep` as PID 1 ignores SIGTERM: only the kill after the stop timeout ends it.
-    let name = bed.name("stubborn");
-    bed.docker(&[
-        "run",
-        "-d",
-        "--name",
-        &name,
-        "--network",
-        "none",
-        "--stop-timeout",
-        "1",
-        "--label",
-        &format!("guerite-test={}", bed.id),
-        "--label",
-        &format!("{}=0 0 1 1 *", bed.label("restart")),
+    let name = bed.container_of(
+        "stubborn",
         &common::base_image(),
-        "sleep",
-        "3600",
-    ]);
+        &[("restart", "0 0 1 1 *")],
+        &["--stop-timeout", "1"],
+        &["sleep", "3600"],
+    );
     let before = bed.started_at(&name);
     let t = Instant::now();
     let run = bed.run(&["run", "--force", "restart", "--only", &name]);
@@ -246,24 +235,13 @@ fn bad_configuration_exits_2_before_anything_happens() {
 fn overlapping_runs_never_both_act() {
     let bed = Bed::new();
     // Takes the whole 3 s stop timeout to restart, so the two runs surely overlap.
-    let name = bed.name("slow");
-    bed.docker(&[
-        "run",
-        "-d",
-        "--name",
-        &name,
-        "--network",
-        "none",
-        "--stop-timeout",
-        "3",
-        "--label",
-        &format!("guerite-test={}", bed.id),
-        "--label",
-        &format!("{}=* * * * *", bed.label("restart")),
+    let name = bed.container_of(
+        "slow",
         &common::base_image(),
-        "sleep",
-        "3600",
-    ]);
+        &[("restart", "* * * * *")],
+        &["--stop-timeout", "3"],
+        &["sleep", "3600"],
+    );
     bed.wait_for_minute_boundary();
     let t0 = chrono_now();
     let first = bed.guerite().arg("run").spawn().unwrap();
