@@ -431,8 +431,9 @@ EOF
 [[ -n $summary ]] || die "no downtime summary"
 j() { jq -r "$1" <<<"$summary"; }
 fmt() { jq -r "if $1 == null then \"   -\" else ($1 | round | tostring) end" <<<"$summary"; }
-ratio=$(j '.ratio * 100 | round / 100')
-eratio=$(j 'if .events_ratio == null then "-" else (.events_ratio * 100 | round / 100) end')
+ratio=$(printf '%.2f' "$(j .ratio)")
+eratio=$(j '.events_ratio // "-"')
+[[ $eratio == - ]] || eratio=$(printf '%.2f' "$eratio")
 ok_ratio=$(j 'if .ratio <= 1.5 then 1 else 0 end')
 period=$(fmt '([.restart.period, .guerite.period] | add / 2)')
 
