@@ -286,6 +286,31 @@ impl Drop for Bed {
                     .output();
             }
         }
+        // Images this test built, pulled or left dangling: they all carry its label.
+        if let Ok(out) = Command::new("docker")
+            .env("DOCKER_HOST", &self.docker_host)
+            .args([
+                "images",
+                "-aq",
+                "--filter",
+                &format!("label=guerite-test={}", self.id),
+            ])
+            .output()
+        {
+            let mut ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
+                .split_whitespace()
+                .map(String::from)
+                .collect();
+            ids.sort();
+            ids.dedup();
+            if !ids.is_empty() {
+                let _ = Command::new("docker")
+                    .env("DOCKER_HOST", &self.docker_host)
+                    .args(["rmi", "-f"])
+                    .args(&ids)
+                    .output();
+            }
+        }
         if let Ok(out) = Command::new("docker")
             .env("DOCKER_HOST", &self.docker_host)
             .args([
