@@ -350,7 +350,7 @@ pub fn render_one(config: &Config, v: &View) -> String {
     }
     if let Some(j) = &v.journal {
         out.push_str(&format!(
-            "  journal: a {} started {} stopped at {}; the next run finishes or undoes it\n",
+            "  journal: {} started {}, stopped at {}; the next run finishes or undoes it\n",
             j.kind,
             local(j.started, tz, TIME),
             j.phase.as_str()
@@ -431,6 +431,8 @@ pub async fn check(
         && let Some(mut checked) = update::inspect(&docker, &v.id).await
     {
         update::ask(&docker, &mut [&mut checked]).await;
+        // The list shows an image ID once the tag has moved on; inspect has the reference.
+        v.image = checked.details.image.clone();
         v.update = Some(update_view(&checked, config, v));
     }
     let ok = views.iter().all(|v| v.label_errors.is_empty());
@@ -443,7 +445,7 @@ pub async fn check(
             None if state.journal.contains_key(n) => {
                 let j = &state.journal[n];
                 let msg = format!(
-                    "{n} is not under its name right now\n  journal: a {} started {} stopped at {}; the next run finishes or undoes it\n",
+                    "{n} is not under its name right now\n  journal: {} started {}, stopped at {}; the next run finishes or undoes it\n",
                     j.kind,
                     local(j.started, config.tz, TIME),
                     j.phase.as_str()

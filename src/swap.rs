@@ -369,8 +369,11 @@ impl Swapper<'_> {
             };
             if result.is_ok() {
                 state.journal.remove(&entry.name);
+                // An interrupted swap backs off (a swap that keeps getting killed must not
+                // loop every minute), but a crash says nothing against the image: its digest
+                // is not quarantined.
                 if verdict == Verdict::Undone {
-                    self.record_failure(state, &entry.name, entry.digest.clone());
+                    self.record_failure(state, &entry.name, None);
                 }
             }
             let _ = self.save(state);

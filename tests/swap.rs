@@ -107,13 +107,31 @@ fn a_replacement_that_never_gets_healthy_is_rolled_back() {
 }
 
 #[cfg(feature = "crash-hooks")]
-/// Starts a forced recreate frozen at `point`, kills it with SIGKILL there, then runs plainly.
+/// Starts a forced update to a newly pushed image, frozen at `point`, kills it with SIGKILL
+/// there, then runs plainly.
 fn crash_at(bed: Bed, point: &str, replaced: bool) {
-    let web = with_data(&bed, "web", &[("recreate", "0 0 1 1 *")], &[]);
+    let reference = bed.reference("app", "1");
+    let version = |n: u32| {
+        let lines = format!(
+            "ENV VERSION={n}\nCMD [\"sh\", \"-c\", \"trap 'exit 0' TERM; sleep 3600 & wait\"]"
+        );
+        bed.build_push(&reference, &lines, None);
+    };
+    version(1);
+    let volume = bed.volume("data");
+    let web = bed.container_of(
+        "web",
+        &reference,
+        &[("update", "0 0 1 1 *")],
+        &["-v", &format!("{volume}:/data")],
+        &[],
+    );
+    bed.docker(&["exec", &web, "sh", "-c", "echo kept > /data/proof"]);
     let old_id = bed.inspect(&web, "{{.Id}}");
+    version(2);
     let mut child = bed
         .guerite()
-        .args(["run", "--force", "recreate", "--only", &web])
+        .args(["run", "--force", "update", "--only", &web])
         .env("GUERITE_TEST_CRASH_AT", point)
         .env("GUERITE_SETTLE_SECONDS", "1")
         .stdout(Stdio::null())
@@ -140,7 +158,7 @@ fn crash_at(bed: Bed, point: &str, replaced: bool) {
     child.wait().unwrap();
     let check = bed.run(&["check", &web]);
     assert!(
-        check.stdout.contains("journal: a recreate started"),
+        check.stdout.contains("journal: update started"),
         "{point}: check shows the swap: {check:?}"
     );
 
@@ -155,6 +173,16 @@ fn crash_at(bed: Bed, point: &str, replaced: bool) {
     assert_intact(&bed, &web, point);
     let id = bed.inspect(&web, "{{.Id}}");
     assert_eq!(id != old_id, replaced, "{point}: replaced? {run:?}");
+    let env = bed.inspect(&web, "{{json .Config.Env}}");
+    assert!(
+        env.contains(if replaced { "VERSION=2" } else { "VERSION=1" }),
+        "{point}: {env}"
+    );
+    if !replaced {
+        // The crash was not the image's fault: the digest stays eligible.
+        let check = bed.run(&["check", &web]);
+        assert!(!check.stdout.contains("quarantined"), "{point}: {check:?}");
+    }
     let state: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(bed.state_file()).unwrap()).unwrap();
     assert!(

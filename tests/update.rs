@@ -376,3 +376,42 @@ on_both_engines! {
     dependents => dependents_in_its_network_namespace_work_afterwards;
     credentials => credentials_from_the_docker_config;
 }
+
+#[test]
+fn monitor_only_reports_and_never_pulls() {
+    let bed = Bed::new();
+    let reference = bed.reference("app", "1");
+    image_version(&bed, &reference, 1, "");
+    let name = bed.container_of(
+        "app",
+        &reference,
+        &[("update", "0 4 * * *"), ("guerite.monitor_only", "true")],
+        &[],
+        &[],
+    );
+    let old_id = bed.inspect(&name, "{{.Id}}");
+    image_version(&bed, &reference, 2, "");
+    bed.docker(&["rmi", &reference]);
+    let t0 = now();
+    let run = update(&bed, &name, &[]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(
+        run.stdout.contains(&format!("update available {name}")),
+        "{run:?}"
+    );
+    assert_eq!(bed.inspect(&name, "{{.Id}}"), old_id);
+    let pulls = bed.docker(&[
+        "events",
+        "--since",
+        &t0,
+        "--until",
+        &now(),
+        "--filter",
+        "type=image",
+        "--filter",
+        "event=pull",
+        "--format",
+        "{{.Actor.ID}}",
+    ]);
+    assert!(!pulls.contains(&bed.id), "never pulls: {pulls}");
+}
