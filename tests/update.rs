@@ -146,19 +146,7 @@ fn nothing_changed_costs_one_head_per_reference_and_no_pull(bed: Bed) {
         let gets = lines.iter().filter(|l| l.contains("\"GET ")).count();
         assert_eq!((heads, gets), (1, 0), "{repo}: one HEAD, no GET: {lines:?}");
     }
-    let pulls = bed.docker(&[
-        "events",
-        "--since",
-        &t0,
-        "--until",
-        &now(),
-        "--filter",
-        "type=image",
-        "--filter",
-        "event=pull",
-        "--format",
-        "{{.Actor.ID}}",
-    ]);
+    let pulls = pulls_since(&bed, &t0);
     let ours: Vec<&str> = pulls.lines().filter(|l| l.contains(&bed.id)).collect();
     assert!(ours.is_empty(), "no pull: {ours:?}");
 }
@@ -203,19 +191,7 @@ fn rollback_quarantines_the_digest_until_a_newer_one(bed: Bed, failing: &str) {
     let again = update(&bed, &name, &[]);
     assert_eq!(again.code, 0, "{again:?}");
     assert!(again.stdout.contains("was rolled back before"), "{again:?}");
-    let pulls = bed.docker(&[
-        "events",
-        "--since",
-        &t0,
-        "--until",
-        &now(),
-        "--filter",
-        "type=image",
-        "--filter",
-        "event=pull",
-        "--format",
-        "{{.Actor.ID}}",
-    ]);
+    let pulls = pulls_since(&bed, &t0);
     assert!(
         !pulls.contains(&bed.id),
         "the same digest is not pulled again: {pulls}"
@@ -349,6 +325,23 @@ fn base64(bytes: &[u8]) -> String {
     out
 }
 
+/// The engine's pull events since `t0` (what was pulled, one per line).
+fn pulls_since(bed: &Bed, t0: &str) -> String {
+    bed.docker(&[
+        "events",
+        "--since",
+        t0,
+        "--until",
+        &now(),
+        "--filter",
+        "type=image",
+        "--filter",
+        "event=pull",
+        "--format",
+        "{{.Actor.ID}}",
+    ])
+}
+
 fn now() -> String {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -400,18 +393,6 @@ fn monitor_only_reports_and_never_pulls() {
         "{run:?}"
     );
     assert_eq!(bed.inspect(&name, "{{.Id}}"), old_id);
-    let pulls = bed.docker(&[
-        "events",
-        "--since",
-        &t0,
-        "--until",
-        &now(),
-        "--filter",
-        "type=image",
-        "--filter",
-        "event=pull",
-        "--format",
-        "{{.Actor.ID}}",
-    ]);
+    let pulls = pulls_since(&bed, &t0);
     assert!(!pulls.contains(&bed.id), "never pulls: {pulls}");
 }
