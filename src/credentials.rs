@@ -41,7 +41,6 @@ impl Credentials {
 
     /// What the engine expects as `serveraddress` in `X-Registry-Auth`: Hub's historical
     /// `https://index.docker.io/v1/`, otherwise the registry's `host[:port]`.
-    #[allow(dead_code)] // used by the update step
     pub fn server_address(&self) -> &str {
         &self.server_address
     }

@@ -167,7 +167,6 @@ impl Docker {
         })
     }
 
-    #[allow(dead_code)] // the update step is next
     pub async fn image(&self, reference: &str) -> Result<ImageInfo, CallError> {
         let i = self.client.inspect_image(reference).await?;
         Ok(ImageInfo {
@@ -286,7 +285,6 @@ impl Docker {
 
     /// Pulls `reference` through the engine (so that it lands where containers can use it),
     /// with registry credentials when there are any. Unbounded in time: a large pull is slow.
-    #[allow(dead_code)] // the update step is next
     pub async fn pull(&self, reference: &str, auth: Option<PullAuth>) -> Result<(), CallError> {
         use futures_util::StreamExt;
         let options = CreateImageOptions {
@@ -309,7 +307,6 @@ impl Docker {
     }
 
     /// Registries the engine talks plain HTTP to: CIDRs and `host[:port]` names.
-    #[allow(dead_code)] // the update step is next
     pub async fn insecure_registries(&self) -> Result<Vec<String>> {
         let info = self
             .client

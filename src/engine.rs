@@ -109,7 +109,6 @@ pub struct Details {
 }
 
 /// What the engine knows of a local image.
-#[allow(dead_code)] // the update step is next
 #[derive(Debug, Clone, PartialEq)]
 pub struct ImageInfo {
     pub id: String,

@@ -398,7 +398,7 @@ impl Executor<'_> {
         };
         let names = self.names();
         match swapper.swap(state, d, kind, image, digest, &names).await {
-            Swapped::Replaced { .. } => Done {
+            Swapped::Replaced => Done {
                 outcome: Outcome::Done,
                 detail: String::new(),
                 replaced: true,

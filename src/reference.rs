@@ -27,7 +27,6 @@ pub struct ImageRef {
 impl ImageRef {
     /// Parses what an operator can put in `docker run`, the way Docker reads it. A bare image
     /// ID is refused: it names one image forever, so there is nothing to update it to.
-    #[allow(dead_code)] // used by the update step
     pub fn parse(text: &str) -> Result<ImageRef> {
         let s = text.trim();
         if s.is_empty() {
@@ -128,7 +127,6 @@ impl fmt::Display for ImageRef {
 /// Whether the registry's digest is one the local image was pulled or pushed as. RepoDigests
 /// hold one `name@digest` per repository the image came from, in Docker's short spelling
 /// (`nginx@sha256:…`), so they are compared by repository, not as strings.
-#[allow(dead_code)] // used by the update step
 pub fn matches_local(answer_digest: &str, repo_digests: &[String], image: &ImageRef) -> bool {
     repo_digests.iter().any(|entry| {
         ImageRef::parse(entry).is_ok_and(|local| {

@@ -116,7 +116,6 @@ impl Default for CheckOptions {
     }
 }
 
-#[allow(dead_code)] // used by the update step
 pub fn check(refs: &[ImageRef], opts: &CheckOptions) -> BTreeMap<String, Answer> {
     let mut answers = BTreeMap::new();
     let mut seen = BTreeSet::new();

@@ -30,9 +30,7 @@ pub struct Swapper<'a> {
 
 #[derive(Debug, PartialEq)]
 pub enum Swapped {
-    Replaced {
-        new_id: String,
-    },
+    Replaced,
     /// The new container failed; the old one is back under its name.
     RolledBack(String),
     /// Failed before anything changed.
@@ -103,7 +101,7 @@ impl Swapper<'_> {
         match self.steps(state, &mut entry, old, &spec).await {
             Ok(new_id) => {
                 self.commit(state, &entry, old, &new_id).await;
-                Swapped::Replaced { new_id }
+                Swapped::Replaced
             }
             Err(reason) => {
                 warn!(

@@ -26,54 +26,12 @@ runs=${BENCH_RUNS:-30}
 count=${BENCH_CONTAINERS:-100}
 rss_runs=${BENCH_RSS_RUNS:-5}
 
-log() { printf 'bench: %s\n' "$*" >&2; }
-die() { log "ERROR: $*"; exit 1; }
-
-# --- tools -------------------------------------------------------------------------------------
-missing=()
-command -v hyperfine >/dev/null || missing+=(hyperfine)
-[[ -x /usr/bin/time ]] || missing+=(time)
-command -v jq >/dev/null || missing+=(jq)
-command -v socat >/dev/null || missing+=(socat)
-command -v curl >/dev/null || missing+=(curl)
-if ((${#missing[@]})); then
-  log "installing ${missing[*]}"
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
-fi
-
-# --- test bed ----------------------------------------------------------------------------------
-if [[ ! -s $root/target/testbed/env ]]; then
-  log "no target/testbed/env: running contrib/testbed.sh"
-  "$root/contrib/testbed.sh"
-fi
-# shellcheck disable=SC1091
-source "$root/target/testbed/env"
-[[ ${DOCKER_HOST:-} == unix://* ]] || die "DOCKER_HOST=${DOCKER_HOST:-} is not a unix socket"
+# shellcheck source=contrib/bench/lib.sh
+source "$root/contrib/bench/lib.sh"
+need hyperfine /usr/bin/time:time jq socat curl
+use_bed
 sock=${DOCKER_HOST#unix://}
-[[ -S $sock ]] || die "$sock is not a socket"
-image=${GUERITE_TEST_BASE_IMAGE:-guerite-test/busybox:base}
-docker image inspect "$image" >/dev/null 2>&1 || die "image $image is missing (run contrib/testbed.sh)"
-
-# --- binary ------------------------------------------------------------------------------------
-if [[ -n ${GUERITE_BIN:-} ]]; then
-  bin=$GUERITE_BIN
-  [[ -x $bin ]] || die "GUERITE_BIN=$bin is not executable"
-else
-  bin=$root/target/release/guerite
-  stale=
-  if [[ ! -x $bin ]]; then
-    stale="missing"
-  elif [[ -n $(find "$root/src" "$root/Cargo.toml" "$root/Cargo.lock" -newer "$bin" -print -quit 2>/dev/null) ]]; then
-    stale="older than the sources"
-  fi
-  if [[ -n $stale ]]; then
-    log "release binary $stale: cargo build --release --locked"
-    (cd "$root" && cargo build --release --locked) ||
-      die "build failed (sources being edited?); set GUERITE_BIN to use an existing binary"
-  fi
-fi
-bin=$(cd "$(dirname "$bin")" && pwd)/$(basename "$bin")
+use_binary
 
 # --- run-private resources, and their cleanup --------------------------------------------------
 runid=$(od -An -N4 -tx1 /dev/urandom | tr -d ' \n')

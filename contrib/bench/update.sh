@@ -44,56 +44,16 @@ swap_runs=${BENCH_SWAP_RUNS:-7}
   { echo "bench: BENCH_REFS, BENCH_PER_REF and BENCH_SWAP_RUNS must be positive integers" >&2; exit 2; }
 ncontainers=$((nrefs * per_ref))
 
-log() { printf 'bench: %s\n' "$*" >&2; }
-die() { log "ERROR: $*"; exit 1; }
-
-# --- tools -------------------------------------------------------------------------------------
-missing=()
-command -v jq >/dev/null || missing+=(jq)
-command -v curl >/dev/null || missing+=(curl)
-command -v python3 >/dev/null || missing+=(python3)
-if ((${#missing[@]})); then
-  log "installing ${missing[*]}"
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
-fi
-
-# --- test bed ----------------------------------------------------------------------------------
-if [[ ! -s $root/target/testbed/env ]]; then
-  log "no target/testbed/env: running contrib/testbed.sh"
-  "$root/contrib/testbed.sh"
-fi
-# shellcheck disable=SC1091
-source "$root/target/testbed/env"
-[[ ${DOCKER_HOST:-} == unix://* ]] || die "DOCKER_HOST=${DOCKER_HOST:-} is not a unix socket"
-[[ -S ${DOCKER_HOST#unix://} ]] || die "${DOCKER_HOST#unix://} is not a socket"
+# shellcheck source=contrib/bench/lib.sh
+source "$root/contrib/bench/lib.sh"
+need jq curl python3
+use_bed
 registry=${GUERITE_TEST_REGISTRY:-}
 reglog=${GUERITE_TEST_REGISTRY_LOG:-}
 [[ -n $registry ]] || die "GUERITE_TEST_REGISTRY is not set by target/testbed/env"
 [[ -f $reglog ]] || die "the registry access log GUERITE_TEST_REGISTRY_LOG=$reglog is missing"
 curl -fsS --max-time 5 -o /dev/null "http://$registry/v2/" || die "the registry $registry does not answer"
-image=${GUERITE_TEST_BASE_IMAGE:-guerite-test/busybox:base}
-docker image inspect "$image" >/dev/null 2>&1 || die "image $image is missing (run contrib/testbed.sh)"
-
-# --- binary ------------------------------------------------------------------------------------
-if [[ -n ${GUERITE_BIN:-} ]]; then
-  bin=$GUERITE_BIN
-  [[ -x $bin ]] || die "GUERITE_BIN=$bin is not executable"
-else
-  bin=$root/target/release/guerite
-  stale=
-  if [[ ! -x $bin ]]; then
-    stale="missing"
-  elif [[ -n $(find "$root/src" "$root/Cargo.toml" "$root/Cargo.lock" -newer "$bin" -print -quit 2>/dev/null) ]]; then
-    stale="older than the sources"
-  fi
-  if [[ -n $stale ]]; then
-    log "release binary $stale: cargo build --release --locked"
-    (cd "$root" && cargo build --release --locked) ||
-      die "build failed (sources being edited?); set GUERITE_BIN to use an existing binary"
-  fi
-fi
-bin=$(cd "$(dirname "$bin")" && pwd)/$(basename "$bin")
+use_binary
 
 # --- run-private resources, and their cleanup --------------------------------------------------
 runid=$(od -An -N4 -tx1 /dev/urandom | tr -d ' \n')
