@@ -372,7 +372,7 @@ impl Executor<'_> {
             .await;
         if done.outcome == Outcome::Done {
             // At most one health replacement per backoff period.
-            state.container_mut(&d.name).retry_after = Some(self.now + self.config.health_backoff);
+            state.container_mut(&d.name).health_after = Some(self.now + self.config.health_backoff);
             self.save(state);
         }
         done

@@ -332,9 +332,15 @@ fn plan_container<'c>(input: &Input<'_, 'c>, c: &'c Container) -> Planned<'c> {
                 }
             }
         };
+        // A failed replacement backs off every replacement; a health replacement only
+        // limits the next health replacement. Restarts replace nothing.
         let backoff = remembered
-            .and_then(|r| r.retry_after)
-            .filter(|until| *until > input.now && kind != ActionKind::Restart);
+            .and_then(|r| match kind {
+                ActionKind::Restart => None,
+                ActionKind::Health => r.retry_after.max(r.health_after),
+                ActionKind::Update | ActionKind::Recreate => r.retry_after,
+            })
+            .filter(|until| *until > input.now);
         let decision = match (decision, backoff) {
             (Decision::Act(Trigger::Schedule { .. }), Some(until)) => {
                 Decision::Skip(Reason::BackingOff { until })
@@ -718,5 +724,88 @@ mod tests {
                 .unwrap_err()
                 .contains("accepted: update, restart")
         );
+    }
+
+    #[test]
+    fn backoffs_hold_back_only_what_they_are_for() {
+        let cfg = config(|_| {});
+        let mut c = sample(
+            "web",
+            &[
+                ("guerite.update", "* * * * *"),
+                ("guerite.health_check", "* * * * *"),
+                ("guerite.restart", "* * * * *"),
+            ],
+        );
+        c.status = "Up 1 hour (unhealthy)".into();
+        let until = at("2026-11-21T12:05:00Z");
+        let backing_off = Decision::Skip(Reason::BackingOff { until });
+        let due = Decision::Act(Trigger::Schedule {
+            fire: at("2026-11-21T12:01:00Z"),
+        });
+        let cases = [
+            (
+                "a recent health replacement holds back health only",
+                ContainerState {
+                    health_after: Some(until),
+                    ..Default::default()
+                },
+                [due.clone(), backing_off.clone(), due.clone()],
+            ),
+            (
+                "a failed replacement holds back every replacement, not restarts",
+                ContainerState {
+                    retry_after: Some(until),
+                    ..Default::default()
+                },
+                [backing_off.clone(), backing_off.clone(), due.clone()],
+            ),
+        ];
+        for (name, remembered, expected) in cases {
+            let mut state = State::fresh();
+            state.containers.insert("web".into(), remembered);
+            let got: Vec<Decision> = verdicts(
+                &cfg,
+                &state,
+                std::slice::from_ref(&c),
+                "2026-11-21T12:01:05Z",
+                &Request::default(),
+            )
+            .into_iter()
+            .map(|(_, _, d)| d)
+            .collect();
+            assert_eq!(got, expected, "{name}");
+        }
+    }
+
+    #[test]
+    fn containers_are_planned_after_their_dependencies() {
+        let cfg = config(|_| {});
+        let containers = [
+            sample(
+                "a-web",
+                &[
+                    ("guerite.restart", "* * * * *"),
+                    ("guerite.depends_on", "b-db"),
+                ],
+            ),
+            sample("b-db", &[("guerite.restart", "* * * * *")]),
+        ];
+        let input = Input {
+            config: &cfg,
+            state: &State::fresh(),
+            containers: &containers,
+            now: at("2026-11-21T12:01:05Z"),
+            request: &Request::default(),
+            self_id: None,
+        };
+        let p = plan(&input);
+        let names: Vec<&str> = p
+            .containers
+            .iter()
+            .map(|c| c.container.name.as_str())
+            .collect();
+        assert_eq!(names, ["b-db", "a-web"]);
+        assert!(p.cycles.is_empty());
     }
 }

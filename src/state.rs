@@ -49,9 +49,12 @@ pub struct ContainerState {
     /// Failed swaps in a row; the backoff doubles with each.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub failures: u32,
-    /// No scheduled swap before this time (failure backoff, or the health rate limit).
+    /// No scheduled replacement before this time: the failure backoff.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_after: Option<DateTime<Utc>>,
+    /// No health replacement before this time: at most one per backoff period.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_after: Option<DateTime<Utc>>,
     /// A remote digest that was rolled back: not tried again until the registry serves another.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quarantined: Option<String>,

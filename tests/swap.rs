@@ -234,3 +234,67 @@ fn leftovers_of_the_python_original_are_restored() {
     assert_eq!(run.code, 0, "{run:?}");
     assert_intact(&bed, &web, "python leftovers");
 }
+
+#[test]
+fn an_unhealthy_container_is_replaced_once_per_backoff() {
+    let bed = Bed::new();
+    // Healthy until /sick exists; the root file system is not a volume, so a replacement starts healthy.
+    let web = with_data(
+        &bed,
+        "web",
+        &[("health", "* * * * *")],
+        &[
+            "--health-cmd",
+            "test ! -f /sick",
+            "--health-interval",
+            "1s",
+            "--health-retries",
+            "1",
+        ],
+    );
+    let wait_for = |status: &str| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while bed.inspect(&web, "{{.State.Health.Status}}") != status {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "never became {status}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(300));
+        }
+    };
+    wait_for("healthy");
+    let old_id = bed.inspect(&web, "{{.Id}}");
+    let healthy = bed.run(&["run", "--force", "health", "--only", &web]);
+    assert_eq!(healthy.code, 0, "{healthy:?}");
+    assert_eq!(
+        bed.inspect(&web, "{{.Id}}"),
+        old_id,
+        "a healthy container is left alone: {healthy:?}"
+    );
+
+    bed.docker(&["exec", &web, "touch", "/sick"]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while bed.inspect(&web, "{{.State.Health.Status}}") != "unhealthy" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never became unhealthy"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+    let run = bed.run(&["run", "--force", "health", "--only", &web]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(
+        run.stdout.contains(&format!("replaced         {web}")),
+        "{run:?}"
+    );
+    assert_ne!(bed.inspect(&web, "{{.Id}}"), old_id);
+    assert_intact(&bed, &web, "after the health replacement");
+
+    // Sick again at once: the next scheduled check waits for the backoff.
+    let new_id = bed.inspect(&web, "{{.Id}}");
+    bed.docker(&["exec", &web, "touch", "/sick"]);
+    bed.wait_for_minute_boundary();
+    let next = bed.run(&["run"]);
+    assert!(next.stdout.contains("backing off"), "{next:?}");
+    assert_eq!(bed.inspect(&web, "{{.Id}}"), new_id);
+}
