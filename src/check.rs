@@ -408,6 +408,13 @@ pub async fn check(
     let containers = docker.list().await?;
     let self_id = own_container::detect();
     let request = Request::default();
+    let me = crate::claim::Holder {
+        instance: state.instance.clone(),
+        host: crate::process::hostname(),
+        process: crate::process::current(),
+        state_file: config.state_file.display().to_string(),
+    };
+    let busy = crate::recovery::busy(&me, &containers);
     let plan = plan::plan(&Input {
         config,
         state: &state,
@@ -415,6 +422,7 @@ pub async fn check(
         now,
         request: &request,
         self_id: self_id.as_deref(),
+        busy: &busy,
     });
     let mut views: Vec<View> = plan
         .containers

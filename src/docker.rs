@@ -49,6 +49,23 @@ pub enum CallError {
     Other(anyhow::Error),
 }
 
+impl std::fmt::Display for CallError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CallError::Gone(m) => f.write_str(m),
+            CallError::Other(e) => write!(f, "{e:#}"),
+        }
+    }
+}
+
+/// What creating a container under a name came to, when the name may be taken.
+#[derive(Debug, PartialEq)]
+pub enum Created {
+    Id(String),
+    /// 409: another container has the name.
+    NameTaken,
+}
+
 impl From<bollard::errors::Error> for CallError {
     fn from(e: bollard::errors::Error) -> Self {
         match e {
@@ -164,7 +181,85 @@ impl Docker {
             }),
             started_at: state.started_at.as_deref().and_then(parse_time),
             network_mode: r.host_config.and_then(|h| h.network_mode),
+            labels: config.labels.unwrap_or_default().into_iter().collect(),
+            created: r.created.as_deref().and_then(parse_time),
         })
+    }
+
+    /// The container with exactly this name, if any: one filtered list call.
+    pub async fn find(&self, name: &str) -> Result<Option<Container>, CallError> {
+        let found = self.list_matching(&format!("^/{}$", escape(name))).await?;
+        Ok(found.into_iter().find(|c| c.name == name))
+    }
+
+    /// The container named `base` and the leftovers of its swaps: one filtered list call.
+    pub async fn family(&self, base: &str) -> Result<Vec<Container>, CallError> {
+        self.list_matching(&format!(
+            "^/{}(-guerite-(old|new)-[0-9A-Za-z]+)?$",
+            escape(base)
+        ))
+        .await
+    }
+
+    async fn list_matching(&self, pattern: &str) -> Result<Vec<Container>, CallError> {
+        let options = ListContainersOptions {
+            all: true,
+            filters: Some(HashMap::from([(
+                "name".to_string(),
+                vec![pattern.to_string()],
+            )])),
+            ..Default::default()
+        };
+        let found = self.client.list_containers(Some(options)).await?;
+        Ok(found.into_iter().filter_map(container).collect())
+    }
+
+    /// Creates a claim (see claim.rs): a container that is never started, from an image that is
+    /// on the host (the claimed container's own), with no network and nothing of its own to run.
+    pub async fn create_claim(
+        &self,
+        name: &str,
+        image_id: &str,
+        labels: HashMap<String, String>,
+    ) -> Result<Created, CallError> {
+        let body = bollard::models::ContainerCreateBody {
+            image: Some(image_id.to_string()),
+            entrypoint: Some(vec!["/guerite-claim".to_string()]),
+            cmd: Some(Vec::new()),
+            labels: Some(labels),
+            network_disabled: Some(true),
+            host_config: Some(bollard::models::HostConfig {
+                network_mode: Some("none".to_string()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let options = CreateContainerOptions {
+            name: Some(name.to_string()),
+            platform: String::new(),
+        };
+        match self.client.create_container(Some(options), body).await {
+            Ok(created) => Ok(Created::Id(created.id)),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 409, ..
+            }) => Ok(Created::NameTaken),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Removes a claim with the anonymous volumes its image may have given it.
+    pub async fn remove_claim(&self, id: &str) -> Result<(), CallError> {
+        self.client
+            .remove_container(
+                id,
+                Some(RemoveContainerOptions {
+                    force: true,
+                    v: true,
+                    link: false,
+                }),
+            )
+            .await?;
+        Ok(())
     }
 
     pub async fn image(&self, reference: &str) -> Result<ImageInfo, CallError> {
@@ -426,6 +521,12 @@ fn container(s: ContainerSummary) -> Option<Container> {
             .filter_map(|m| m.destination)
             .collect(),
     })
+}
+
+/// The engine's name filter is a regular expression; container names hold only
+/// `[a-zA-Z0-9_.-]`, of which only `.` means something there.
+fn escape(name: &str) -> String {
+    name.replace('.', "\\.")
 }
 
 /// Docker names an anonymous volume with 64 hex digits.

@@ -7,6 +7,7 @@ use std::path::Path;
 use chrono::{DateTime, Utc};
 use log::{error, info, warn};
 
+use crate::claim::Holder;
 use crate::config::Config;
 use crate::docker::{CallError, Docker};
 use crate::engine::{Container, Details, Health};
@@ -14,11 +15,13 @@ use crate::labels;
 use crate::plan::{ActionKind, Decision, Notice, Plan, Planned, Reason, Trigger};
 use crate::report::{Item, Outcome, reason_text};
 use crate::state::{ActionResult, State};
-use crate::swap::{Swapped, Swapper, stop_timeout};
+use crate::swap::{Claimed, Swapped, Swapper, stop_timeout};
 use crate::update::{self, Checked, Next};
 
 pub struct Executor<'a> {
     pub docker: &'a Docker,
+    /// This guerite, as its claims name it.
+    pub me: &'a Holder,
     pub config: &'a Config,
     /// `None` in a dry run: nothing is written and nothing is changed.
     pub state_file: Option<&'a Path>,
@@ -223,9 +226,7 @@ impl Executor<'_> {
             Err(CallError::Gone(_)) => {
                 return Done::new(Outcome::Skipped, "removed by someone else during the run");
             }
-            Err(CallError::Other(e)) => {
-                return Done::new(Outcome::Failed, format!("cannot inspect: {e:#}"));
-            }
+            Err(e) => return Done::new(Outcome::Failed, format!("cannot inspect: {e}")),
         };
         if details.name != c.name {
             return Done::new(
@@ -329,18 +330,39 @@ impl Executor<'_> {
         done
     }
 
+    /// In place, under the container's claim: another guerite may be swapping it.
     async fn restart(&self, d: &Details) -> Done {
-        match self
-            .docker
-            .restart(&d.id, stop_timeout(d, self.config))
+        let Some(swapper) = self.swapper() else {
+            return Done::new(Outcome::WouldDo, "");
+        };
+        let timeout = stop_timeout(d, self.config);
+        let claim = match swapper
+            .claim(&d.name, ActionKind::Restart, d.into(), timeout, false)
             .await
         {
+            Claimed::Held(id) => id,
+            Claimed::Busy(why) => return Done::new(Outcome::Skipped, why),
+            Claimed::Failed(why) => return Done::new(Outcome::Failed, why),
+        };
+        let result = self.docker.restart(&d.id, timeout).await;
+        swapper.release(&d.name, &claim).await;
+        match result {
             Ok(()) => Done::new(Outcome::Done, ""),
             Err(CallError::Gone(_)) => {
                 Done::new(Outcome::Skipped, "removed by someone else during the run")
             }
-            Err(CallError::Other(e)) => Done::new(Outcome::Failed, format!("{e:#}")),
+            Err(e) => Done::new(Outcome::Failed, e.to_string()),
         }
+    }
+
+    fn swapper(&self) -> Option<Swapper<'_>> {
+        Some(Swapper {
+            docker: self.docker,
+            config: self.config,
+            state_file: self.state_file?,
+            now: self.now,
+            me: self.me,
+        })
     }
 
     /// A health replacement: only when the healthcheck says so now, and not while the
@@ -387,14 +409,8 @@ impl Executor<'_> {
         image: &str,
         digest: Option<String>,
     ) -> Done {
-        let Some(state_file) = self.state_file else {
+        let Some(swapper) = self.swapper() else {
             return Done::new(Outcome::WouldDo, "");
-        };
-        let swapper = Swapper {
-            docker: self.docker,
-            config: self.config,
-            state_file,
-            now: self.now,
         };
         let names = self.names();
         match swapper.swap(state, d, kind, image, digest, &names).await {
@@ -407,7 +423,14 @@ impl Executor<'_> {
                 Outcome::Failed,
                 format!("{why}; rolled back to the old container"),
             ),
+            Swapped::UndoPending { reason, error } => Done::new(
+                Outcome::Failed,
+                format!(
+                    "{reason}; the rollback is not finished ({error}); the next run finishes it"
+                ),
+            ),
             Swapped::NotStarted(why) => Done::new(Outcome::Failed, why),
+            Swapped::Skipped(why) => Done::new(Outcome::Skipped, why),
         }
     }
 

@@ -25,6 +25,9 @@ pub enum Phase {
     Verify,
     /// Verified: only removing the old container is left.
     Commit,
+    /// The swap failed, its failure is recorded, and the old container is being given its
+    /// name back.
+    Undo,
 }
 
 impl Phase {
@@ -36,6 +39,7 @@ impl Phase {
             Phase::StartNew => "start_new",
             Phase::Verify => "verify",
             Phase::Commit => "commit",
+            Phase::Undo => "undo",
         }
     }
 }
@@ -54,7 +58,24 @@ pub struct Entry {
     /// The remote digest being tried, quarantined if the swap is undone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub digest: Option<String>,
+    /// When the stop of the old container was sent, and its timeout. The engine finishes a
+    /// stop after its client died, so after a crash the old container may still go down;
+    /// recovery waits for that before it decides whether to start it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop: Option<StopSent>,
+    /// The id of the claim container that tells other guerites this swap is under way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claim: Option<String>,
 }
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StopSent {
+    pub at: DateTime<Utc>,
+    pub timeout_seconds: u64,
+}
+
+/// Beyond the stop timeout, the engine's kill and the exit take a moment more.
+const STOP_GRACE_SECONDS: i64 = 10;
 
 impl Entry {
     pub fn old_name(&self) -> String {
@@ -63,6 +84,71 @@ impl Entry {
 
     pub fn new_name(&self) -> String {
         temporary_name(&self.name, NEW_MARK, &self.old_id)
+    }
+
+    /// Until when a stop this swap sent may still be under way in the engine.
+    pub fn stop_deadline(&self) -> Option<DateTime<Utc>> {
+        let stop = self.stop?;
+        let secs = i64::try_from(stop.timeout_seconds)
+            .unwrap_or(i64::MAX)
+            .saturating_add(STOP_GRACE_SECONDS);
+        Some(
+            chrono::TimeDelta::try_seconds(secs)
+                .and_then(|d| stop.at.checked_add_signed(d))
+                .unwrap_or(DateTime::<Utc>::MAX_UTC),
+        )
+    }
+}
+
+/// An entry read back from the state file is only trusted as far as it is well formed: keyed
+/// by its own name, a container name, full container ids. Anyone who can write the state file
+/// could otherwise point recovery at any two containers.
+pub fn validate(key: &str, e: &Entry) -> Result<(), String> {
+    if key != e.name {
+        return Err(format!(
+            "the entry under {} names {}",
+            shown(key),
+            shown(&e.name)
+        ));
+    }
+    if !is_container_name(&e.name) {
+        return Err(format!("{} is not a container name", shown(&e.name)));
+    }
+    let ids = [
+        ("old_id", Some(&e.old_id)),
+        ("new_id", e.new_id.as_ref()),
+        ("claim", e.claim.as_ref()),
+    ];
+    for (field, id) in ids {
+        if let Some(id) = id
+            && !is_full_id(id)
+        {
+            return Err(format!("its {field} {} is not a container id", shown(id)));
+        }
+    }
+    if e.new_id.as_ref() == Some(&e.old_id) {
+        return Err("its old and new container are the same".into());
+    }
+    Ok(())
+}
+
+/// Docker's grammar for container names.
+pub fn is_container_name(s: &str) -> bool {
+    let mut bytes = s.bytes();
+    bytes.next().is_some_and(|b| b.is_ascii_alphanumeric())
+        && bytes.all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+}
+
+pub fn is_full_id(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// Untrusted text for a one-line message: escaped, and cut short.
+fn shown(s: &str) -> String {
+    const MAX: usize = 80;
+    match s.char_indices().nth(MAX) {
+        Some((at, _)) => format!("{:?}…", &s[..at]),
+        None => format!("{s:?}"),
     }
 }
 
@@ -78,6 +164,8 @@ pub struct Seen {
     pub id: String,
     pub name: String,
     pub running: bool,
+    /// Carries this guerite's labels and scope: recovery touches nothing else.
+    pub covered: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,6 +197,9 @@ pub enum Verdict {
     KeptNew,
     /// Neither container exists any more: someone else removed them.
     Lost,
+    /// The entry names a container that does not belong to it (wrong name, not this guerite's);
+    /// nothing is touched.
+    Refused(String),
 }
 
 /// Which leftover of a crashed swap this is, by name: `(base name, is the old one)`.
@@ -136,6 +227,34 @@ pub fn recover(entry: &Entry, seen: &[Seen]) -> (Verdict, Vec<Step>) {
     // after the final rename it has the base name, but then its id is known.
     let new =
         find(seen, entry.new_id.as_deref(), &entry.new_name()).filter(|s| s.id != entry.old_id);
+    // The swap only ever gives its containers these names, and copies the old one's labels to
+    // the new one: a container under another name, or without this guerite's labels, is not
+    // this swap's, whatever the entry says.
+    let belongs = |c: &Seen, temporary: String| {
+        if c.name != entry.name && c.name != temporary {
+            Some(format!(
+                "container {} is named {}, neither {} nor {}",
+                short(&c.id),
+                c.name,
+                entry.name,
+                temporary
+            ))
+        } else if !c.covered {
+            Some(format!(
+                "container {} ({}) does not carry this guerite's labels and scope",
+                short(&c.id),
+                c.name
+            ))
+        } else {
+            None
+        }
+    };
+    let refusal = old
+        .and_then(|o| belongs(o, entry.old_name()))
+        .or_else(|| new.and_then(|n| belongs(n, entry.new_name())));
+    if let Some(why) = refusal {
+        return (Verdict::Refused(why), Vec::new());
+    }
     let mut steps = Vec::new();
     let bring_to_name = |c: &Seen, steps: &mut Vec<Step>, run: bool| {
         if c.name != entry.name {
@@ -232,6 +351,10 @@ pub fn recover_orphans(seen: &[Seen], journalled: &[&str]) -> Vec<Step> {
     steps
 }
 
+fn short(id: &str) -> &str {
+    &id[..id.len().min(12)]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -251,6 +374,8 @@ mod tests {
                 .unwrap()
                 .with_timezone(&Utc),
             digest: Some("sha256:aa".into()),
+            stop: None,
+            claim: None,
         }
     }
 
@@ -259,6 +384,7 @@ mod tests {
             id: id.into(),
             name: name.into(),
             running,
+            covered: true,
         }
     }
 
@@ -393,6 +519,108 @@ mod tests {
         e.old_was_running = false;
         let (_, steps) = recover(&e, &[seen(OLD, "web-guerite-old-01234567", false)]);
         assert_eq!(steps, vec![rename(OLD, "web-guerite-old-01234567")]);
+    }
+
+    /// A forged or stale entry never moves a container that is not its own.
+    #[test]
+    fn containers_that_do_not_belong_are_refused() {
+        let stranger = |name: &str, covered: bool| Seen {
+            covered,
+            ..seen(NEW, name, true)
+        };
+        type Case = (&'static str, Entry, Vec<Seen>, &'static str);
+        let cases: Vec<Case> = vec![
+            (
+                "the new container is some other container",
+                entry(Phase::Commit, Some(NEW)),
+                vec![seen(OLD, "web", true), stranger("db", true)],
+                "container fedcba987654 is named db, neither web nor web-guerite-new-01234567",
+            ),
+            (
+                "the old container is some other container",
+                entry(Phase::Verify, None),
+                vec![seen(OLD, "db", true)],
+                "container 0123456789ab is named db, neither web nor web-guerite-old-01234567",
+            ),
+            (
+                "right name, but not this guerite's",
+                entry(Phase::Commit, Some(NEW)),
+                vec![
+                    seen(OLD, "web-guerite-old-01234567", false),
+                    stranger("web", false),
+                ],
+                "container fedcba987654 (web) does not carry this guerite's labels and scope",
+            ),
+        ];
+        for (name, e, observed, why) in cases {
+            assert_eq!(
+                recover(&e, &observed),
+                (Verdict::Refused(why.into()), vec![]),
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn entries_are_validated_before_they_are_trusted() {
+        let ok = entry(Phase::Commit, Some(NEW));
+        assert_eq!(validate("web", &ok), Ok(()));
+        let with = |f: fn(&mut Entry)| {
+            let mut e = ok.clone();
+            f(&mut e);
+            e
+        };
+        let cases: Vec<(&str, Entry, &str)> = vec![
+            ("db", ok.clone(), "the entry under \"db\" names \"web\""),
+            (
+                "web",
+                with(|e| e.old_id = "abc".into()),
+                "its old_id \"abc\" is not a container id",
+            ),
+            (
+                "web",
+                with(|e| e.new_id = Some(OLD.to_uppercase())),
+                "is not a container id",
+            ),
+            (
+                "web",
+                with(|e| e.new_id = Some(OLD.into())),
+                "its old and new container are the same",
+            ),
+            (
+                "-x",
+                with(|e| e.name = "-x".into()),
+                "\"-x\" is not a container name",
+            ),
+        ];
+        for (key, e, want) in cases {
+            let got = validate(key, &e).unwrap_err();
+            assert!(got.ends_with(want), "{got:?} should end with {want:?}");
+        }
+        let long = "x".repeat(5000);
+        let msg = validate(&long, &ok).unwrap_err();
+        assert!(msg.len() < 200 && !msg.contains('\n'), "{msg}");
+    }
+
+    #[test]
+    fn a_stop_deadline_covers_the_timeout_and_the_kill() {
+        let mut e = entry(Phase::StopOld, Some(NEW));
+        assert_eq!(e.stop_deadline(), None);
+        let at = e.started;
+        e.stop = Some(StopSent {
+            at,
+            timeout_seconds: 4,
+        });
+        assert_eq!(e.stop_deadline(), Some(at + chrono::TimeDelta::seconds(14)));
+        e.stop = Some(StopSent {
+            at,
+            timeout_seconds: u64::MAX,
+        });
+        assert_eq!(
+            e.stop_deadline(),
+            Some(DateTime::<Utc>::MAX_UTC),
+            "no overflow: a stop without end"
+        );
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! outcome to the exit code: 0 nothing failed, 1 something failed, 2 could not run.
 
 mod check;
+mod claim;
 mod cli;
 mod config;
 mod credentials;
@@ -14,6 +15,8 @@ mod lock;
 mod order;
 mod own_container;
 mod plan;
+mod process;
+mod recovery;
 mod recreate;
 mod reference;
 mod registry;

@@ -1,14 +1,16 @@
 //! The planner: a pure function of (config, state, containers, now, request) that says, for every
 //! labelled container and each of its schedules, what to do now or why not. No clock, no I/O.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::claim;
 use crate::config::Config;
 use crate::engine::{Container, Health, RunState};
+use crate::journal;
 use crate::labels::{self, LabelError, Settings};
 use crate::order;
 use crate::schedule::{self, Due, Window};
@@ -87,6 +89,9 @@ pub struct Input<'a, 'c> {
     pub request: &'a Request,
     /// The container guerite itself runs in, if any: never acted on.
     pub self_id: Option<&'a str>,
+    /// Names not to act on in this run (another guerite holds them, or an interrupted swap is
+    /// not finished), with why.
+    pub busy: &'a BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -126,6 +131,10 @@ pub enum Reason {
     Excluded,
     NotIncluded,
     LabelError,
+    /// Another guerite is working on it, or a swap of it is not recovered yet.
+    Busy {
+        why: String,
+    },
 }
 
 impl Reason {
@@ -218,6 +227,9 @@ pub fn plan<'c>(input: &Input<'_, 'c>) -> Plan<'c> {
         .containers
         .iter()
         .filter(|c| labels::is_monitored(&c.labels, &cfg.labels))
+        // The containers a swap keeps aside and its claims carry the labels they copy, but
+        // they are the swap's machinery, not containers to act on.
+        .filter(|c| journal::leftover(&c.name).is_none() && claim::base_of(c).is_none())
         .filter(|c| only.is_empty() || only.contains(c.name.as_str()))
         .map(|c| plan_container(input, c))
         .collect();
@@ -256,6 +268,12 @@ fn whole(reason: Reason) -> Vec<Verdict> {
     }]
 }
 
+/// GUERITE_INCLUDE_CONTAINERS and GUERITE_EXCLUDE_CONTAINERS let this guerite act on `name`.
+pub fn selects_name(cfg: &Config, name: &str) -> bool {
+    !cfg.exclude.iter().any(|n| n == name)
+        && (cfg.include.is_empty() || cfg.include.iter().any(|n| n == name))
+}
+
 fn selection(cfg: &Config, c: &Container, self_id: Option<&str>) -> Option<Reason> {
     let scope = c.labels.get(labels::SCOPE);
     if scope != cfg.scope.as_ref() {
@@ -263,11 +281,12 @@ fn selection(cfg: &Config, c: &Container, self_id: Option<&str>) -> Option<Reaso
             scope: scope.cloned(),
         });
     }
-    if cfg.exclude.contains(&c.name) {
-        return Some(Reason::Excluded);
-    }
-    if !cfg.include.is_empty() && !cfg.include.contains(&c.name) {
-        return Some(Reason::NotIncluded);
+    if !selects_name(cfg, &c.name) {
+        return Some(if cfg.exclude.contains(&c.name) {
+            Reason::Excluded
+        } else {
+            Reason::NotIncluded
+        });
     }
     if self_id.is_some_and(|me| !me.is_empty() && c.id.starts_with(me)) {
         return Some(Reason::SelfContainer);
@@ -293,6 +312,10 @@ fn plan_container<'c>(input: &Input<'_, 'c>, c: &'c Container) -> Planned<'c> {
             planned.notices.push(Notice::SwarmManaged);
         }
         planned.verdicts = whole(reason);
+        return planned;
+    }
+    if let Some(why) = input.busy.get(&c.name) {
+        planned.verdicts = whole(Reason::Busy { why: why.clone() });
         return planned;
     }
     let settings = match labels::parse(&c.labels, &cfg.labels, cfg.defaults) {
@@ -419,6 +442,7 @@ mod tests {
             now: at(now),
             request,
             self_id: Some("5elf"),
+            busy: &BTreeMap::new(),
         };
         plan(&input)
             .containers
@@ -520,6 +544,7 @@ mod tests {
             now: at("2026-11-21T12:01:05Z"),
             request: &Request::default(),
             self_id: None,
+            busy: &BTreeMap::new(),
         };
         let p = plan(&input);
         assert_eq!(p.containers[0].errors.len(), 1);
@@ -614,6 +639,7 @@ mod tests {
                 now: at("2026-11-21T12:01:05Z"),
                 request: &Request::default(),
                 self_id: None,
+                busy: &BTreeMap::new(),
             };
             assert_eq!(plan(&input).containers[0].notices, expected);
         }
@@ -670,6 +696,7 @@ mod tests {
             now: at("2026-11-21T12:01:05Z"),
             request: &request,
             self_id: None,
+            busy: &BTreeMap::new(),
         };
         let p = plan(&input);
         assert_eq!(p.unknown, ["nope"]);
@@ -798,6 +825,7 @@ mod tests {
             now: at("2026-11-21T12:01:05Z"),
             request: &Request::default(),
             self_id: None,
+            busy: &BTreeMap::new(),
         };
         let p = plan(&input);
         let names: Vec<&str> = p

@@ -160,6 +160,7 @@ pub fn reason_text(reason: &Reason, tz: Tz) -> String {
         Reason::Excluded => "listed in GUERITE_EXCLUDE_CONTAINERS".into(),
         Reason::NotIncluded => "not listed in GUERITE_INCLUDE_CONTAINERS".into(),
         Reason::LabelError => "a label is invalid".into(),
+        Reason::Busy { why } => why.clone(),
     }
 }
 

@@ -4,16 +4,19 @@ use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 use log::{error, info, warn};
 
+use std::collections::BTreeMap;
+
+use crate::claim::Holder;
 use crate::config::Config;
 use crate::docker::Docker;
 use crate::execute::Executor;
-use crate::journal;
 use crate::lock::{self, Acquired};
 use crate::own_container;
 use crate::plan::{self, Input, Request};
+use crate::process;
 use crate::report::{Item, Outcome, Report};
 use crate::state::{Loaded, State};
-use crate::swap::{self, Swapper};
+use crate::swap::Swapper;
 use crate::update;
 
 /// How a run ended, for the exit code.
@@ -56,35 +59,34 @@ pub async fn run(config: &Config, options: &Options, now: DateTime<Utc>) -> Resu
     }
     let docker = Docker::connect(&config.docker).await?;
     let mut containers = docker.list().await?;
+    let me = Holder {
+        instance: state.instance.clone(),
+        host: process::hostname(),
+        process: process::current(),
+        state_file: config.state_file.display().to_string(),
+    };
+    let swapper = Swapper {
+        docker: &docker,
+        config,
+        state_file: &config.state_file,
+        now,
+        me: &me,
+    };
     let mut items = Vec::new();
-    if needs_recovery(config, &state, &containers) {
+    let mut busy = BTreeMap::new();
+    if swapper.needs_recovery(&state, &containers) {
         if dry_run {
+            busy = swapper.busy(&containers);
             items.push(item(
                 String::new(),
                 Outcome::WouldDo,
-                "recover interrupted swaps or their leftovers".into(),
+                "recover interrupted swaps, abandoned claims or their leftovers".into(),
             ));
         } else {
-            let swapper = Swapper {
-                docker: &docker,
-                config,
-                state_file: &config.state_file,
-                now,
-            };
-            let (outcomes, changed) = swapper.recover_all(&mut state, &containers).await;
-            for (name, result) in outcomes {
-                match result {
-                    Ok(text) => {
-                        warn!("{name}: {text}");
-                        items.push(item(name, Outcome::Done, text));
-                    }
-                    Err(e) => {
-                        error!("{name}: recovery failed: {e}");
-                        items.push(item(name, Outcome::Failed, format!("recovery failed: {e}")));
-                    }
-                }
-            }
-            if changed {
+            let recovered = swapper.recover_all(&mut state, &containers).await;
+            items.extend(recovered.items);
+            busy = recovered.busy;
+            if recovered.changed {
                 containers = docker.list().await?;
             }
         }
@@ -97,10 +99,12 @@ pub async fn run(config: &Config, options: &Options, now: DateTime<Utc>) -> Resu
         now,
         request: &options.request,
         self_id: self_id.as_deref(),
+        busy: &busy,
     });
     let checks = update::check_all(&docker, &plan).await;
     let executor = Executor {
         docker: &docker,
+        me: &me,
         config,
         state_file: (!dry_run).then_some(config.state_file.as_path()),
         now,
@@ -133,14 +137,6 @@ pub async fn run(config: &Config, options: &Options, now: DateTime<Utc>) -> Resu
     } else {
         Ended::Clean
     })
-}
-
-/// A journal entry, or a container whose name marks it as a leftover of a swap.
-fn needs_recovery(config: &Config, state: &State, containers: &[crate::engine::Container]) -> bool {
-    !state.journal.is_empty()
-        || containers
-            .iter()
-            .any(|c| journal::leftover(&c.name).is_some() && swap::is_ours(config, c))
 }
 
 fn item(container: String, outcome: Outcome, detail: String) -> Item {

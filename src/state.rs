@@ -19,6 +19,10 @@ pub const VERSION: u32 = 1;
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct State {
     pub version: u32,
+    /// Names this state among the guerites that may share an engine: the claims it makes
+    /// carry it, so a later run knows its own.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub instance: String,
     /// The `now` of the last run that evaluated every schedule: the start of the next window.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_run: Option<DateTime<Utc>>,
@@ -90,6 +94,7 @@ impl State {
     pub fn fresh() -> State {
         State {
             version: VERSION,
+            instance: crate::process::random_id(),
             ..State::default()
         }
     }
@@ -212,7 +217,8 @@ mod tests {
     fn round_trip_and_missing_file() {
         let path = scratch("roundtrip");
         let (s, how) = State::load(&path, now(), false).unwrap();
-        assert_eq!((s.clone(), how), (State::fresh(), Loaded::Fresh));
+        assert_eq!(how, Loaded::Fresh);
+        assert_eq!(s.instance.len(), 32, "a fresh state names its instance");
         let mut s = s;
         s.last_run = Some(now());
         s.container_mut("web").results.insert(
@@ -237,7 +243,7 @@ mod tests {
         let path = scratch("corrupt");
         fs::write(&path, "{\"version\": 1, \"containers\": ").unwrap();
         let (s, how) = State::load(&path, now(), true).unwrap();
-        assert_eq!(s, State::fresh());
+        assert_eq!(s.containers.len() + s.journal.len(), 0);
         assert!(matches!(how, Loaded::MovedAside(_)));
         assert!(path.exists(), "a read-only load leaves the file alone");
 

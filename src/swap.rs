@@ -1,7 +1,9 @@
 //! The name-preserving swap: rename the old container aside, create the new one beside it, stop
 //! the old, give the new one the name, start and verify it; then remove the old one, or undo.
 //! The journal entry in the state file is saved before every step that cannot be undone, so a
-//! `kill -9` at any point is finished or undone by the next run (`recover_all`).
+//! `kill -9` at any point is finished or undone by the next run (recovery.rs). Every change to
+//! a container happens under this guerite's claim on its name (claim.rs), so that two guerites
+//! on one engine never both act on it.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -10,22 +12,29 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use log::{error, info, warn};
 
+use crate::claim::{self, Holder};
 use crate::config::Config;
-use crate::docker::{CallError, Docker};
+use crate::docker::{CallError, Created, Docker};
 use crate::engine::{Container, Details, Health};
-use crate::journal::{self, Entry, Phase, Seen, Step, Verdict};
+use crate::journal::{self, Entry, Phase, Seen, Step, StopSent, Verdict};
 use crate::labels;
-use crate::plan::ActionKind;
+use crate::plan::{self, ActionKind};
 use crate::state::State;
 
 const POLL: Duration = Duration::from_millis(500);
+const STOP_POLL: Duration = Duration::from_millis(250);
 const MAX_BACKOFF: Duration = Duration::from_secs(3600);
+/// Beyond its own stop timeout and verification, how long a claim holder may take: every
+/// engine call is bounded (60 s), and a swap makes about ten.
+const CLAIM_MARGIN: Duration = Duration::from_secs(15 * 60);
 
 pub struct Swapper<'a> {
     pub docker: &'a Docker,
     pub config: &'a Config,
     pub state_file: &'a Path,
     pub now: DateTime<Utc>,
+    /// This guerite, as its claims name it.
+    pub me: &'a Holder,
 }
 
 #[derive(Debug, PartialEq)]
@@ -33,21 +42,81 @@ pub enum Swapped {
     Replaced,
     /// The new container failed; the old one is back under its name.
     RolledBack(String),
+    /// The new container failed and the undo could not be finished now (the engine did not
+    /// answer): the journal entry stays, and the next run finishes the rollback.
+    UndoPending {
+        reason: String,
+        error: String,
+    },
     /// Failed before anything changed.
     NotStarted(String),
+    /// Nothing changed: another guerite holds the container's claim, or someone else removed
+    /// or renamed it during the run.
+    Skipped(String),
+}
+
+/// Why a swap failed, and whether the new image is to blame (only then is its digest
+/// quarantined: an engine error says nothing about the image).
+struct Failure {
+    reason: String,
+    image_fault: bool,
+}
+
+impl Failure {
+    fn engine(reason: String) -> Failure {
+        Failure {
+            reason,
+            image_fault: false,
+        }
+    }
+
+    fn image(reason: impl Into<String>) -> Failure {
+        Failure {
+            reason: reason.into(),
+            image_fault: true,
+        }
+    }
+}
+
+pub enum Claimed {
+    Held(String),
+    /// Someone else holds it: the line says who.
+    Busy(String),
+    Failed(String),
 }
 
 /// Test-only: with the `crash-hooks` feature, `GUERITE_TEST_CRASH_AT=before:<phase>` or
-/// `after:<phase>` freezes the run there so that a test can SIGKILL it at that exact point.
+/// `after:<phase>` freezes the run there so that a test can SIGKILL it (or its engine) at that
+/// exact point; with `GUERITE_TEST_RESUME_FILE` the run goes on once that file exists.
 fn crash_point(when: &str, phase: Phase) {
     #[cfg(feature = "crash-hooks")]
     if std::env::var("GUERITE_TEST_CRASH_AT").ok().as_deref()
         == Some(&format!("{when}:{}", phase.as_str()))
     {
         eprintln!("guerite-crash-point {when}:{}", phase.as_str());
-        std::thread::sleep(Duration::from_secs(3600));
+        let resume = std::env::var_os("GUERITE_TEST_RESUME_FILE");
+        for _ in 0..36_000 {
+            if resume
+                .as_ref()
+                .is_some_and(|f| std::path::Path::new(f).exists())
+            {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
     let _ = (when, phase);
+}
+
+fn claim_margin() -> Duration {
+    #[cfg(feature = "crash-hooks")]
+    if let Some(s) = std::env::var("GUERITE_TEST_CLAIM_MARGIN_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+    {
+        return Duration::from_secs(s);
+    }
+    CLAIM_MARGIN
 }
 
 impl Swapper<'_> {
@@ -64,6 +133,84 @@ impl Swapper<'_> {
         Ok(())
     }
 
+    /// Takes this guerite's claim on `name` before `action` changes `subject` (a container
+    /// whose image is on the host). `budget`: how long the action may take at most.
+    pub async fn claim(
+        &self,
+        name: &str,
+        action: ActionKind,
+        subject: Subject<'_>,
+        budget: Duration,
+        swap: bool,
+    ) -> Claimed {
+        let expires = chrono::TimeDelta::from_std(budget.saturating_add(claim_margin()))
+            .ok()
+            .and_then(|d| Utc::now().checked_add_signed(d))
+            .unwrap_or(DateTime::<Utc>::MAX_UTC);
+        let labels = claim::labels(
+            name,
+            self.me,
+            &claim::Purpose {
+                action,
+                swap,
+                old_id: subject.id,
+                old_running: subject.running,
+                expires,
+            },
+        );
+        let claim_name = claim::name(name);
+        // Twice: a claim released between our create and our look is gone by the second try.
+        for _ in 0..2 {
+            match self
+                .docker
+                .create_claim(&claim_name, subject.image_id, labels.clone())
+                .await
+            {
+                Ok(Created::Id(id)) => return Claimed::Held(id),
+                Err(e) => return Claimed::Failed(format!("cannot create its claim: {e}")),
+                Ok(Created::NameTaken) => {}
+            }
+            match self.docker.find(&claim_name).await {
+                Ok(None) => continue,
+                Ok(Some(c)) => {
+                    return Claimed::Busy(match claim::parse(&c) {
+                        Some(Ok(held)) if held.holder.instance == self.me.instance => format!(
+                            "an earlier run of this guerite left its claim {claim_name}; \
+                             the next run's recovery clears it"
+                        ),
+                        Some(Ok(held)) => claim::describe(&held),
+                        Some(Err(why)) => format!(
+                            "{why}; remove {claim_name} if no other guerite is at work on it"
+                        ),
+                        None => format!(
+                            "a container named {claim_name} that is no claim of guerite's \
+                             holds the name guerite locks it with"
+                        ),
+                    });
+                }
+                Err(e) => return Claimed::Failed(format!("cannot read its claim: {e}")),
+            }
+        }
+        Claimed::Failed(format!("{claim_name} keeps changing hands"))
+    }
+
+    /// A claim that cannot be removed is cleared by the next run: it is ours.
+    pub async fn release(&self, name: &str, claim_id: &str) {
+        match self.docker.remove_claim(claim_id).await {
+            Ok(()) | Err(CallError::Gone(_)) => {}
+            Err(e) => warn!(
+                "{name}: cannot remove its claim {}: {e}; the next run removes it",
+                claim::name(name)
+            ),
+        }
+    }
+
+    /// How long a swap of `old` may hold its claim.
+    fn budget(&self, old: &Details) -> Duration {
+        stop_timeout(old, self.config)
+            .saturating_add(self.config.health_timeout.max(self.config.settle))
+    }
+
     /// Replaces the container `old` by one created from `image` (an image ID or reference),
     /// keeping its name and configuration.
     pub async fn swap(
@@ -75,13 +222,57 @@ impl Swapper<'_> {
         digest: Option<String>,
         names: &HashMap<String, String>,
     ) -> Swapped {
+        let claim_id = match self
+            .claim(&old.name, kind, old.into(), self.budget(old), true)
+            .await
+        {
+            Claimed::Held(id) => id,
+            Claimed::Busy(why) => return Swapped::Skipped(why),
+            Claimed::Failed(why) => return Swapped::NotStarted(why),
+        };
+        let swapped = self
+            .swap_claimed(state, old, kind, image, digest, names, &claim_id)
+            .await;
+        // An unfinished undo keeps the claim with its journal entry: the half-done swap is
+        // still this guerite's to finish.
+        if !matches!(swapped, Swapped::UndoPending { .. }) {
+            self.release(&old.name, &claim_id).await;
+        }
+        swapped
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn swap_claimed(
+        &self,
+        state: &mut State,
+        planned: &Details,
+        kind: ActionKind,
+        image: &str,
+        digest: Option<String>,
+        names: &HashMap<String, String>,
+        claim_id: &str,
+    ) -> Swapped {
+        // Read again now that nobody else may change it: the plan's view may be stale.
+        let old = match self.docker.details(&planned.id).await {
+            Ok(d) if d.name == planned.name => d,
+            Ok(d) => {
+                return Swapped::Skipped(format!(
+                    "renamed to {} by someone else during the run",
+                    d.name
+                ));
+            }
+            Err(CallError::Gone(_)) => {
+                return Swapped::Skipped("removed by someone else during the run".into());
+            }
+            Err(e) => return Swapped::NotStarted(format!("cannot inspect it: {e}")),
+        };
         let spec = match self.docker.replacement(&old.id, image, names).await {
             Ok(s) => s,
             Err(CallError::Gone(_)) => {
-                return Swapped::NotStarted("removed by someone else during the run".into());
+                return Swapped::Skipped("removed by someone else during the run".into());
             }
-            Err(CallError::Other(e)) => {
-                return Swapped::NotStarted(format!("cannot prepare the new container: {e:#}"));
+            Err(e) => {
+                return Swapped::NotStarted(format!("cannot prepare the new container: {e}"));
             }
         };
         let mut entry = Entry {
@@ -93,27 +284,33 @@ impl Swapper<'_> {
             new_id: None,
             started: self.now,
             digest,
+            stop: None,
+            claim: Some(claim_id.to_string()),
         };
         if let Err(e) = self.enter(state, &mut entry, Phase::RenameOld) {
             state.journal.remove(&entry.name);
             return Swapped::NotStarted(format!("cannot record the swap, nothing changed: {e}"));
         }
-        match self.steps(state, &mut entry, old, &spec).await {
+        match self.steps(state, &mut entry, &old, &spec).await {
             Ok(new_id) => {
-                self.commit(state, &entry, old, &new_id).await;
+                self.commit(state, &entry, &old, &new_id).await;
                 Swapped::Replaced
             }
-            Err(reason) => {
+            Err(failure) => {
                 warn!(
-                    "{}: {kind} failed at {}: {reason}; rolling back",
+                    "{}: {kind} failed at {}: {}; rolling back",
                     entry.name,
-                    entry.phase.as_str()
+                    entry.phase.as_str(),
+                    failure.reason
                 );
-                match self.undo(state, &entry).await {
-                    Ok(()) => Swapped::RolledBack(reason),
-                    Err(e) => Swapped::RolledBack(format!(
-                        "{reason}; rollback incomplete, the next run finishes it: {e}"
-                    )),
+                let digest = entry.digest.clone().filter(|_| failure.image_fault);
+                self.record_failure(state, &entry.name, digest);
+                match self.undo(state, &mut entry).await {
+                    Ok(()) => Swapped::RolledBack(failure.reason),
+                    Err(error) => Swapped::UndoPending {
+                        reason: failure.reason,
+                        error,
+                    },
                 }
             }
         }
@@ -125,18 +322,16 @@ impl Swapper<'_> {
         entry: &mut Entry,
         old: &Details,
         spec: &crate::recreate::Spec,
-    ) -> Result<String, String> {
-        let call = |what: &str, e: CallError| match e {
-            CallError::Gone(m) => format!("{what}: {m}"),
-            CallError::Other(e) => format!("{what}: {e:#}"),
-        };
+    ) -> Result<String, Failure> {
+        let call = |what: &str, e: CallError| Failure::engine(format!("{what}: {e}"));
+        let saved = |e: String| Failure::engine(e);
         self.docker
             .rename(&old.id, &entry.old_name())
             .await
             .map_err(|e| call("rename the old container", e))?;
         crash_point("after", Phase::RenameOld);
 
-        self.enter(state, entry, Phase::CreateNew)?;
+        self.enter(state, entry, Phase::CreateNew).map_err(saved)?;
         let new_id = self
             .docker
             .create(&entry.new_name(), spec)
@@ -145,17 +340,25 @@ impl Swapper<'_> {
         crash_point("after", Phase::CreateNew);
         entry.new_id = Some(new_id.clone());
 
-        self.enter(state, entry, Phase::StopOld)?;
         if old.running {
             let timeout = stop_timeout(old, self.config);
+            // Recorded before it is sent: if this run dies, the engine still carries the stop
+            // out, and recovery must wait for it before it starts the old container again.
+            entry.stop = Some(StopSent {
+                at: Utc::now(),
+                timeout_seconds: timeout.as_secs(),
+            });
+            self.enter(state, entry, Phase::StopOld).map_err(saved)?;
             self.docker
                 .stop(&old.id, timeout)
                 .await
                 .map_err(|e| call("stop the old container", e))?;
+        } else {
+            self.enter(state, entry, Phase::StopOld).map_err(saved)?;
         }
         crash_point("after", Phase::StopOld);
 
-        self.enter(state, entry, Phase::StartNew)?;
+        self.enter(state, entry, Phase::StartNew).map_err(saved)?;
         self.docker
             .rename(&new_id, &entry.name)
             .await
@@ -168,23 +371,23 @@ impl Swapper<'_> {
         }
         crash_point("after", Phase::StartNew);
 
-        self.enter(state, entry, Phase::Verify)?;
+        self.enter(state, entry, Phase::Verify).map_err(saved)?;
         if old.running {
             self.verify(&new_id).await?;
         }
         crash_point("after", Phase::Verify);
-        self.enter(state, entry, Phase::Commit)?;
+        self.enter(state, entry, Phase::Commit).map_err(saved)?;
         Ok(new_id)
     }
 
     /// Healthy within GUERITE_HEALTH_CHECK_TIMEOUT_SECONDS when there is a healthcheck, else
     /// running, not restarting, for GUERITE_SETTLE_SECONDS.
-    async fn verify(&self, id: &str) -> Result<(), String> {
-        let first = self
-            .docker
-            .details(id)
-            .await
-            .map_err(|_| "the new container disappeared".to_string())?;
+    async fn verify(&self, id: &str) -> Result<(), Failure> {
+        let watch = |e: CallError| match e {
+            CallError::Gone(_) => Failure::image("the new container disappeared"),
+            e => Failure::engine(format!("cannot watch the new container: {e}")),
+        };
+        let first = self.docker.details(id).await.map_err(watch)?;
         let (limit, healthcheck) = if first.has_healthcheck {
             (self.config.health_timeout, true)
         } else {
@@ -192,23 +395,21 @@ impl Swapper<'_> {
         };
         let start = std::time::Instant::now();
         loop {
-            let d = self
-                .docker
-                .details(id)
-                .await
-                .map_err(|_| "the new container disappeared".to_string())?;
+            let d = self.docker.details(id).await.map_err(watch)?;
             if !d.running || d.restarting || d.restart_count != first.restart_count {
-                return Err("the new container exited".into());
+                return Err(Failure::image("the new container exited"));
             }
             if healthcheck {
                 match d.health {
                     Some(Health::Healthy) => return Ok(()),
-                    Some(Health::Unhealthy) => return Err("the new container is unhealthy".into()),
+                    Some(Health::Unhealthy) => {
+                        return Err(Failure::image("the new container is unhealthy"));
+                    }
                     _ if start.elapsed() >= limit => {
-                        return Err(format!(
+                        return Err(Failure::image(format!(
                             "the new container was not healthy after {} s",
                             limit.as_secs()
-                        ));
+                        )));
                     }
                     _ => {}
                 }
@@ -260,20 +461,19 @@ impl Swapper<'_> {
         }
     }
 
-    /// Undoes a swap through the same rule recovery uses after a crash, then records the
-    /// failure: backoff, and the digest that failed is not tried again.
-    async fn undo(&self, state: &mut State, entry: &Entry) -> Result<(), String> {
-        let seen = self.observe(entry).await;
-        let mut rollback = entry.clone();
-        // Whatever phase it reached, a failed swap is undone, never finished.
-        rollback.phase = rollback.phase.min(Phase::Verify);
-        let (_, steps) = journal::recover(&rollback, &seen);
-        let result = self.apply(&steps).await;
-        if result.is_ok() {
-            state.journal.remove(&entry.name);
+    /// Undoes a failed swap through the same rule recovery uses after a crash. The entry moves
+    /// to the undo phase first, so that a recovery after a crash here knows the failure was
+    /// already counted.
+    async fn undo(&self, state: &mut State, entry: &mut Entry) -> Result<(), String> {
+        self.enter(state, entry, Phase::Undo)?;
+        let seen = self.observe_settled(entry).await?;
+        let (verdict, steps) = journal::recover(entry, &seen);
+        if let Verdict::Refused(why) = verdict {
+            return Err(why);
         }
-        self.record_failure(state, &entry.name, entry.digest.clone());
-        result
+        self.apply(&steps).await?;
+        state.journal.remove(&entry.name);
+        self.save(state)
     }
 
     pub fn record_failure(&self, state: &mut State, name: &str, digest: Option<String>) {
@@ -293,23 +493,59 @@ impl Swapper<'_> {
     }
 
     /// The two containers of a swap as Docker shows them now, by id (and the new one by its
-    /// temporary name, when its id was never recorded).
-    async fn observe(&self, entry: &Entry) -> Vec<Seen> {
+    /// temporary name, when its id was never recorded). An engine error is an error, never
+    /// "not there": recovery must not decide from an observation that failed.
+    async fn observe(&self, entry: &Entry) -> Result<Vec<Seen>, String> {
         let mut seen = Vec::new();
         let new_ref = entry.new_id.clone().unwrap_or_else(|| entry.new_name());
         for id in [entry.old_id.clone(), new_ref] {
-            if let Ok(d) = self.docker.details(&id).await {
-                seen.push(Seen {
+            match self.docker.details(&id).await {
+                Ok(d) => seen.push(Seen {
+                    covered: is_ours(self.config, &d.labels),
                     id: d.id,
                     name: d.name,
                     running: d.running,
-                });
+                }),
+                Err(CallError::Gone(_)) => {}
+                Err(e) => return Err(format!("cannot see container {}: {e}", short(&id))),
             }
         }
-        seen
+        Ok(seen)
     }
 
-    async fn apply(&self, steps: &[Step]) -> Result<(), String> {
+    /// `observe`, after any stop the swap sent has run its course: the engine finishes a stop
+    /// whose client died, so an old container seen running may still go down.
+    pub async fn observe_settled(&self, entry: &Entry) -> Result<Vec<Seen>, String> {
+        let seen = self.observe(entry).await?;
+        let Some(deadline) = entry.stop_deadline() else {
+            return Ok(seen);
+        };
+        let running = |seen: &[Seen]| seen.iter().any(|s| s.id == entry.old_id && s.running);
+        if !running(&seen) || Utc::now() >= deadline {
+            return Ok(seen);
+        }
+        info!(
+            "{}: waiting until {} for the stop of {} sent at {} to end",
+            entry.name,
+            deadline.format("%H:%M:%S"),
+            entry.old_name(),
+            entry
+                .stop
+                .map(|s| s.at.format("%H:%M:%S").to_string())
+                .unwrap_or_default()
+        );
+        while Utc::now() < deadline {
+            tokio::time::sleep(STOP_POLL).await;
+            match self.docker.details(&entry.old_id).await {
+                Ok(d) if d.running => {}
+                Ok(_) | Err(CallError::Gone(_)) => break,
+                Err(e) => return Err(format!("cannot see container {}: {e}", entry.old_name())),
+            }
+        }
+        self.observe(entry).await
+    }
+
+    pub async fn apply(&self, steps: &[Step]) -> Result<(), String> {
         for step in steps {
             let result = match step {
                 Step::Remove { id, .. } => self.docker.remove(id).await,
@@ -318,82 +554,39 @@ impl Swapper<'_> {
             };
             match result {
                 Ok(()) | Err(CallError::Gone(_)) => info!("recovery: {}", describe(step)),
-                Err(CallError::Other(e)) => return Err(format!("{}: {e:#}", describe(step))),
+                Err(e) => return Err(format!("{}: {e}", describe(step))),
             }
         }
         Ok(())
     }
+}
 
-    /// Finishes or undoes every journalled swap and every leftover of an older crash, from
-    /// what Docker shows now. Returns one line per swap handled, and whether anything changed.
-    pub async fn recover_all(
-        &self,
-        state: &mut State,
-        containers: &[Container],
-    ) -> (Vec<(String, Result<String, String>)>, bool) {
-        let seen: Vec<Seen> = containers
-            .iter()
-            .map(|c| Seen {
-                id: c.id.clone(),
-                name: c.name.clone(),
-                running: c.state == crate::engine::RunState::Running,
-            })
-            .collect();
-        let mut outcomes = Vec::new();
-        let mut changed = false;
-        let entries: Vec<Entry> = state.journal.values().cloned().collect();
-        let journalled: Vec<String> = state.journal.keys().cloned().collect();
-        for entry in entries {
-            let (verdict, steps) = journal::recover(&entry, &seen);
-            changed |= !steps.is_empty();
-            let result = self.apply(&steps).await;
-            let text = match verdict {
-                Verdict::Finished => format!(
-                    "finished the interrupted {} (the new container passed verification)",
-                    entry.kind
-                ),
-                Verdict::Undone => format!(
-                    "undid the interrupted {}: the old container is back",
-                    entry.kind
-                ),
-                Verdict::KeptNew => format!(
-                    "the old container of the interrupted {} was gone; kept the new one",
-                    entry.kind
-                ),
-                Verdict::Lost => format!(
-                    "both containers of the interrupted {} were removed by someone else",
-                    entry.kind
-                ),
-            };
-            if result.is_ok() {
-                state.journal.remove(&entry.name);
-                // An interrupted swap backs off (a swap that keeps getting killed must not
-                // loop every minute), but a crash says nothing against the image: its digest
-                // is not quarantined.
-                if verdict == Verdict::Undone {
-                    self.record_failure(state, &entry.name, None);
-                }
-            }
-            let _ = self.save(state);
-            outcomes.push((entry.name.clone(), result.map(|()| text)));
+/// The container a claim is taken for: its image (on the host, so the claim can be created
+/// from it) and, for a swap, what recovery needs should the journal be lost.
+#[derive(Debug, Clone, Copy)]
+pub struct Subject<'a> {
+    pub id: &'a str,
+    pub image_id: &'a str,
+    pub running: bool,
+}
+
+impl<'a> From<&'a Details> for Subject<'a> {
+    fn from(d: &'a Details) -> Self {
+        Subject {
+            id: &d.id,
+            image_id: &d.image_id,
+            running: d.running,
         }
-        // Only leftovers of containers this guerite monitors: another guerite (another scope,
-        // other labels) may be in the middle of its own swap.
-        let ours: Vec<Seen> = containers
-            .iter()
-            .zip(&seen)
-            .filter(|(c, _)| journal::leftover(&c.name).is_none() || is_ours(self.config, c))
-            .map(|(_, s)| s.clone())
-            .collect();
-        let journalled: Vec<&str> = journalled.iter().map(String::as_str).collect();
-        let orphans = journal::recover_orphans(&ours, &journalled);
-        if !orphans.is_empty() {
-            changed = true;
-            let result = self.apply(&orphans).await;
-            let names: Vec<String> = orphans.iter().map(describe).collect();
-            outcomes.push(("leftovers".into(), result.map(|()| names.join("; "))));
+    }
+}
+
+impl<'a> From<&'a Container> for Subject<'a> {
+    fn from(c: &'a Container) -> Self {
+        Subject {
+            id: &c.id,
+            image_id: &c.image_id,
+            running: c.state == crate::engine::RunState::Running,
         }
-        (outcomes, changed)
     }
 }
 
@@ -406,17 +599,22 @@ pub fn stop_timeout(d: &Details, config: &Config) -> Duration {
 }
 
 /// Labelled for this guerite: one of its schedule labels, and its scope.
-pub fn is_ours(config: &Config, c: &Container) -> bool {
-    labels::is_monitored(&c.labels, &config.labels)
-        && c.labels.get(labels::SCOPE) == config.scope.as_ref()
+pub fn is_ours(config: &Config, labels: &std::collections::BTreeMap<String, String>) -> bool {
+    labels::is_monitored(labels, &config.labels)
+        && labels.get(labels::SCOPE) == config.scope.as_ref()
 }
 
-fn short(id: &str) -> &str {
+/// The name is one this guerite's include and exclude lists let it act on.
+pub fn selects(config: &Config, name: &str) -> bool {
+    plan::selects_name(config, name)
+}
+
+pub fn short(id: &str) -> &str {
     let id = id.strip_prefix("sha256:").unwrap_or(id);
     &id[..id.len().min(12)]
 }
 
-fn describe(step: &Step) -> String {
+pub fn describe(step: &Step) -> String {
     match step {
         Step::Remove { name, .. } => format!("removed {name}"),
         Step::Rename { from, to, .. } => format!("renamed {from} to {to}"),

@@ -212,6 +212,8 @@ mod tests {
             health: None,
             started_at: None,
             network_mode: None,
+            labels: Default::default(),
+            created: None,
         };
         Checked {
             reference: reference_of(&details),

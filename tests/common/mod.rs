@@ -230,18 +230,23 @@ impl Bed {
         name
     }
 
-    /// Names of this test's containers, sorted.
+    /// Names of this test's containers, sorted: those with its label, and any other whose
+    /// name starts with its id (a claim guerite left behind, for one).
     pub fn names(&self) -> Vec<String> {
-        let out = self.docker(&[
-            "ps",
-            "-a",
-            "--filter",
-            &format!("label=guerite-test={}", self.id),
-            "--format",
-            "{{.Names}}",
-        ]);
-        let mut names: Vec<String> = out.lines().map(String::from).collect();
+        let mut names: Vec<String> = [
+            format!("label=guerite-test={}", self.id),
+            format!("name=^/{}-", self.id),
+        ]
+        .iter()
+        .flat_map(|filter| {
+            self.docker(&["ps", "-a", "--filter", filter, "--format", "{{.Names}}"])
+                .lines()
+                .map(String::from)
+                .collect::<Vec<_>>()
+        })
+        .collect();
         names.sort();
+        names.dedup();
         names
     }
 
@@ -264,20 +269,34 @@ impl Bed {
 
 impl Drop for Bed {
     fn drop(&mut self) {
-        let ids = Command::new("docker")
-            .env("DOCKER_HOST", &self.docker_host)
-            .args([
-                "ps",
-                "-aq",
-                "--filter",
-                &format!("label=guerite-test={}", self.id),
-            ])
-            .output();
-        if let Ok(out) = ids {
-            let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
-                .split_whitespace()
-                .map(String::from)
+        // This test's containers carry its label; the claims guerite makes for them carry
+        // their names (which all start with the test's id) but not always the label.
+        let ids: Vec<std::io::Result<Output>> = [
+            format!("label=guerite-test={}", self.id),
+            format!("name=^/{}-", self.id),
+        ]
+        .iter()
+        .map(|filter| {
+            Command::new("docker")
+                .env("DOCKER_HOST", &self.docker_host)
+                .args(["ps", "-aq", "--filter", filter])
+                .output()
+        })
+        .collect();
+        {
+            let mut ids: Vec<String> = ids
+                .iter()
+                .flatten()
+                .flat_map(|out| {
+                    String::from_utf8_lossy(&out.stdout)
+                        .into_owned()
+                        .split_whitespace()
+                        .map(String::from)
+                        .collect::<Vec<_>>()
+                })
                 .collect();
+            ids.sort();
+            ids.dedup();
             if !ids.is_empty() {
                 let _ = Command::new("docker")
                     .env("DOCKER_HOST", &self.docker_host)
