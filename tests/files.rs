@@ -440,3 +440,135 @@ fn a_garbage_state_file_is_moved_aside_without_clobbering_an_earlier_one() {
     assert_eq!(fs::read(to).unwrap(), b"not json", "{run:?}");
     assert_eq!(fs::read(&aside).unwrap(), garbage);
 }
+
+#[test]
+fn a_huge_stop_timeout_is_refused_or_clamped_never_a_panic() {
+    let bed = Bed::new();
+    let run = Run::from(
+        bed.guerite()
+            .arg("run")
+            .env("GUERITE_STOP_TIMEOUT_SECONDS", "18446744073709551615")
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(
+        refusal(&run),
+        "GUERITE_STOP_TIMEOUT_SECONDS=\"18446744073709551615\" is not valid: expected at most \
+         31536000 seconds (365 days)"
+    );
+    assert!(!state_dir(&bed).exists(), "nothing written");
+
+    // The engine takes any 64-bit stop timeout; the container still restarts promptly.
+    let name = bed.container(
+        "patient",
+        &[("restart", "0 0 1 1 *")],
+        &["--stop-timeout", "9223372036854775807"],
+    );
+    assert_eq!(
+        bed.inspect(&name, "{{.Config.StopTimeout}}"),
+        "9223372036854775807"
+    );
+    let before = bed.started_at(&name);
+    let run = bed.run(&["run", "--force", "restart", "--only", &name]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_ne!(bed.started_at(&name), before, "{run:?}");
+    assert_eq!(bed.inspect(&name, "{{.State.Running}}"), "true");
+}
+
+#[test]
+fn a_value_that_is_not_utf8_is_named() {
+    use std::os::unix::ffi::OsStrExt;
+    let bed = Bed::new();
+    let bad = std::ffi::OsStr::from_bytes(b"Europe/Par\xefs");
+    let by_var = Run::from(
+        bed.guerite()
+            .arg("run")
+            .env("GUERITE_TZ", bad)
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(
+        refusal(&by_var),
+        "GUERITE_TZ=\"Europe/Par\\xEFs\" is not valid: expected UTF-8 text"
+    );
+    let by_flag = Run::from(
+        bed.guerite()
+            .args(["run", "--dry-run", "--only"])
+            .arg(std::ffi::OsStr::from_bytes(b"w\xffb"))
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(
+        refusal(&by_flag),
+        "GUERITE_ONLY=\"w\\xFFb\" is not valid: expected UTF-8 text"
+    );
+    assert!(!state_dir(&bed).exists(), "nothing written");
+}
+
+#[test]
+fn a_10000_character_value_is_not_echoed_whole() {
+    let bed = Bed::new();
+    let long = "x".repeat(10_000);
+    let shown = format!("\"{}\"…", "x".repeat(64));
+    let cases = [
+        (
+            "GUERITE_TZ",
+            format!(
+                "GUERITE_TZ={shown} is not valid: expected an IANA time zone such as UTC or Europe/Paris"
+            ),
+        ),
+        (
+            "GUERITE_SETTLE_SECONDS",
+            format!(
+                "GUERITE_SETTLE_SECONDS={shown} is not valid: expected a whole number of seconds \
+                 from 0 to 31536000"
+            ),
+        ),
+        (
+            "GUERITE_STATE_FILE",
+            format!(
+                "GUERITE_STATE_FILE={shown} is not valid: expected a path of at most 4095 bytes"
+            ),
+        ),
+        (
+            "GUERITE_ONLY",
+            format!(
+                "GUERITE_ONLY={shown} is not valid: expected a container name: a letter or digit, \
+                 then letters, digits, '_', '.' or '-', at most 255 characters"
+            ),
+        ),
+    ];
+    for (var, want) in cases {
+        let run = Run::from(
+            bed.guerite()
+                .args(["run", "--dry-run"])
+                .env(var, &long)
+                .output()
+                .unwrap(),
+        );
+        assert_eq!(refusal(&run), want, "{var}");
+    }
+}
+
+#[test]
+fn control_characters_in_only_never_reach_the_terminal() {
+    let bed = Bed::new();
+    let name = "web\x1b]0;owned\x07\x1b[2J";
+    let run = bed.run(&["run", "--only", name]);
+    assert_eq!(
+        refusal(&run),
+        "GUERITE_ONLY=\"web\\u{1b}]0;owned\\u{7}\\u{1b}[2J\" is not valid: expected a container \
+         name: a letter or digit, then letters, digits, '_', '.' or '-', at most 255 characters"
+    );
+    assert!(
+        !run.stderr.contains(|c: char| c.is_control() && c != '\n'),
+        "{run:?}"
+    );
+    let check = bed.run(&["check", name]);
+    assert_eq!(
+        refusal(&check),
+        "NAME=\"web\\u{1b}]0;owned\\u{7}\\u{1b}[2J\" is not valid: expected a container name: a \
+         letter or digit, then letters, digits, '_', '.' or '-', at most 255 characters"
+    );
+    assert!(!state_dir(&bed).exists(), "nothing written");
+}
