@@ -8,7 +8,7 @@ use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
 use chrono_tz::Tz;
 use serde::Serialize;
 
-use crate::config::{Config, Modifiers};
+use crate::config::{self, Config, Modifiers};
 use crate::docker::Docker;
 use crate::engine::Container;
 use crate::journal;
@@ -78,12 +78,16 @@ pub fn parse_at(text: &str, tz: Tz) -> Result<DateTime<Utc>> {
                 .earliest()
                 .map(|t| t.with_timezone(&Utc))
                 .with_context(|| {
-                    format!("--at {text:?} does not exist in {tz} (a daylight-saving gap)")
+                    format!(
+                        "--at {} does not exist in {tz} (a daylight-saving gap)",
+                        config::echo(text)
+                    )
                 });
         }
     }
     bail!(
-        "--at {text:?} is not a time: expected RFC 3339 (2026-11-21T04:00:00Z) or YYYY-MM-DD HH:MM in GUERITE_TZ"
+        "--at {} is not a time: expected RFC 3339 (2026-11-21T04:00:00Z) or YYYY-MM-DD HH:MM in GUERITE_TZ",
+        config::echo(text)
     )
 }
 

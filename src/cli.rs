@@ -1,5 +1,8 @@
 //! Command line. Every option is also read from its environment variable; values stay raw
-//! strings here so that `config.rs` can reject a bad one with a message naming the variable.
+//! here, not even checked to be UTF-8 (which clap would reject without naming the variable),
+//! so that `config.rs` can reject a bad one with a message naming the variable.
+
+use std::ffi::OsString;
 
 use clap::{Args, Parser, Subcommand};
 
@@ -35,31 +38,31 @@ pub struct RunArgs {
     /// Print the plan; change nothing (no pull, no container change, no state write).
     #[arg(long, env = "GUERITE_DRY_RUN", num_args = 0..=1, default_missing_value = "true",
           value_name = "BOOL")]
-    pub dry_run: Option<String>,
+    pub dry_run: Option<OsString>,
     /// Print the run report as JSON on stdout.
     #[arg(long, env = "GUERITE_JSON", num_args = 0..=1, default_missing_value = "true",
           value_name = "BOOL")]
-    pub json: Option<String>,
+    pub json: Option<OsString>,
     /// Only consider these containers (repeat, or comma-separated).
     #[arg(long, env = "GUERITE_ONLY", value_delimiter = ',', value_name = "NAME")]
-    pub only: Vec<String>,
+    pub only: Vec<OsString>,
     /// Act now, regardless of schedule, on the --only containers (all monitored ones without
     /// --only): update, restart, recreate or health.
     #[arg(long, env = "GUERITE_FORCE", value_name = "ACTION")]
-    pub force: Option<String>,
+    pub force: Option<OsString>,
 }
 
 #[derive(Args, Debug)]
 pub struct CheckArgs {
     /// A container to diagnose in detail; without it, a table of all monitored containers.
-    pub name: Option<String>,
+    pub name: Option<OsString>,
     /// Print JSON instead of text.
     #[arg(long, env = "GUERITE_JSON", num_args = 0..=1, default_missing_value = "true",
           value_name = "BOOL")]
-    pub json: Option<String>,
+    pub json: Option<OsString>,
     /// Evaluate schedules as if it were this time (RFC 3339, or `YYYY-MM-DD HH:MM` in GUERITE_TZ).
     #[arg(long, env = "GUERITE_AT", value_name = "TIME")]
-    pub at: Option<String>,
+    pub at: Option<OsString>,
 }
 
 /// Settings shared by every command. `allow_hyphen_values` lets a negative number reach the
@@ -74,7 +77,7 @@ pub struct Global {
         help_heading = "Docker engine",
         help = "Docker endpoint: unix:///path or tcp://host:port [default: unix:///var/run/docker.sock]"
     )]
-    pub docker_host: Option<String>,
+    pub docker_host: Option<OsString>,
     #[arg(
         long,
         global = true,
@@ -83,7 +86,7 @@ pub struct Global {
         help_heading = "Docker engine",
         help = "Use TLS with the client certificate in DOCKER_CERT_PATH"
     )]
-    pub docker_tls_verify: Option<String>,
+    pub docker_tls_verify: Option<OsString>,
     #[arg(
         long,
         global = true,
@@ -92,7 +95,7 @@ pub struct Global {
         help_heading = "Docker engine",
         help = "Directory with ca.pem, cert.pem, key.pem [default: ~/.docker]"
     )]
-    pub docker_cert_path: Option<String>,
+    pub docker_cert_path: Option<OsString>,
 
     #[arg(
         long,
@@ -102,7 +105,7 @@ pub struct Global {
         help_heading = "Labels",
         help = "Label holding the image update schedule [default: guerite.update]"
     )]
-    pub update_label: Option<String>,
+    pub update_label: Option<OsString>,
     #[arg(
         long,
         global = true,
@@ -111,7 +114,7 @@ pub struct Global {
         help_heading = "Labels",
         help = "Label holding the in-place restart schedule [default: guerite.restart]"
     )]
-    pub restart_label: Option<String>,
+    pub restart_label: Option<OsString>,
     #[arg(
         long,
         global = true,
@@ -120,7 +123,7 @@ pub struct Global {
         help_heading = "Labels",
         help = "Label holding the recreate (no pull) schedule [default: guerite.recreate]"
     )]
-    pub recreate_label: Option<String>,
+    pub recreate_label: Option<OsString>,
     #[arg(
         long,
         global = true,
@@ -129,7 +132,7 @@ pub struct Global {
         help_heading = "Labels",
         help = "Label holding the health check schedule [default: guerite.health_check]"
     )]
-    pub health_check_label: Option<String>,
+    pub health_check_label: Option<OsString>,
     #[arg(
         long,
         global = true,
@@ -138,7 +141,7 @@ pub struct Global {
         help_heading = "Selection",
         help = "Only containers whose guerite.scope label equals this; unset: only containers without one"
     )]
-    pub scope: Option<String>,
+    pub scope: Option<OsString>,
     #[arg(
         long,
         global = true,
@@ -147,7 +150,7 @@ pub struct Global {
         help_heading = "Selection",
         help = "Comma-separated names; when set, only these containers are monitored"
     )]
-    pub include_containers: Option<String>,
+    pub include_containers: Option<OsString>,
     #[arg(
         long,
         global = true,
@@ -156,7 +159,7 @@ pub struct Global {
         help_heading = "Selection",
         help = "Comma-separated names that are never monitored"
     )]
-    pub exclude_containers: Option<String>,
+    pub exclude_containers: Option<OsString>,
     #[arg(
         long,
         global = true,
@@ -165,7 +168,7 @@ pub struct Global {
         help_heading = "Selection",
         help = "Default for guerite.monitor_only: report available updates, never pull [default: false]"
     )]
-    pub monitor_only: Option<String>,
+    pub monitor_only: Option<OsString>,
     #[arg(
         long,
         global = true,
@@ -174,7 +177,7 @@ pub struct Global {
         help_heading = "Selection",
         help = "Default for guerite.no_pull: never pull, use images already on the host [default: false]"
     )]
-    pub no_pull: Option<String>,
+    pub no_pull: Option<OsString>,
     #[arg(
         long,
         global = true,
@@ -183,7 +186,7 @@ pub struct Global {
         help_heading = "Selection",
         help = "Default for guerite.no_restart: pull new images but do not replace containers [default: false]"
     )]
-    pub no_restart: Option<String>,
+    pub no_restart: Option<OsString>,
 
     #[arg(
         long,
@@ -193,7 +196,7 @@ pub struct Global {
         help_heading = "Schedules",
         help = "Time zone for cron expressions, e.g. Europe/Paris [default: UTC]"
     )]
-    pub tz: Option<String>,
+    pub tz: Option<OsString>,
     #[arg(
         long,
         global = true,
@@ -203,7 +206,7 @@ pub struct Global {
         help_heading = "Schedules",
         help = "Fire times older than this are reported as missed, not acted on [default: 3600]"
     )]
-    pub max_catchup_seconds: Option<String>,
+    pub max_catchup_seconds: Option<OsString>,
     #[arg(
         long,
         global = true,
@@ -212,7 +215,7 @@ pub struct Global {
         help_heading = "Schedules",
         help = "When to prune unused images; unset: never"
     )]
-    pub prune_cron: Option<String>,
+    pub prune_cron: Option<OsString>,
 
     #[arg(
         long,
@@ -223,7 +226,7 @@ pub struct Global {
         help_heading = "Timing",
         help = "Minimum time between health-based replacements; base of the failure backoff [default: 300]"
     )]
-    pub health_check_backoff_seconds: Option<String>,
+    pub health_check_backoff_seconds: Option<OsString>,
     #[arg(
         long,
         global = true,
@@ -233,7 +236,7 @@ pub struct Global {
         help_heading = "Timing",
         help = "How long a new container may take to become healthy [default: 60]"
     )]
-    pub health_check_timeout_seconds: Option<String>,
+    pub health_check_timeout_seconds: Option<OsString>,
     #[arg(
         long,
         global = true,
@@ -243,7 +246,7 @@ pub struct Global {
         help_heading = "Timing",
         help = "How long a new container without healthcheck must keep running [default: 10]"
     )]
-    pub settle_seconds: Option<String>,
+    pub settle_seconds: Option<OsString>,
     #[arg(
         long,
         global = true,
@@ -253,7 +256,7 @@ pub struct Global {
         help_heading = "Timing",
         help = "Stop timeout for containers that set none of their own [default: 10]"
     )]
-    pub stop_timeout_seconds: Option<String>,
+    pub stop_timeout_seconds: Option<OsString>,
     #[arg(
         long,
         global = true,
@@ -263,7 +266,7 @@ pub struct Global {
         help_heading = "Timing",
         help = "Keep rollback leftovers at least this long before prune removes them [default: 3600]"
     )]
-    pub rollback_grace_seconds: Option<String>,
+    pub rollback_grace_seconds: Option<OsString>,
     #[arg(
         long,
         global = true,
@@ -273,7 +276,7 @@ pub struct Global {
         help_heading = "Timing",
         help = "A run holding the lock longer than this is reported as an error [default: 21600]"
     )]
-    pub lock_stale_seconds: Option<String>,
+    pub lock_stale_seconds: Option<OsString>,
     #[arg(
         long,
         global = true,
@@ -282,7 +285,7 @@ pub struct Global {
         help_heading = "Timing",
         help = "Pull when the registry cannot be asked for a digest [default: true]"
     )]
-    pub pull_fallback: Option<String>,
+    pub pull_fallback: Option<OsString>,
 
     #[arg(
         long,
@@ -292,7 +295,7 @@ pub struct Global {
         help_heading = "Files",
         help = "State file; its lock is <PATH>.lock [default: /var/lib/guerite/state.json]"
     )]
-    pub state_file: Option<String>,
+    pub state_file: Option<OsString>,
     #[arg(
         long,
         global = true,
@@ -301,7 +304,7 @@ pub struct Global {
         help_heading = "Files",
         help = "Write Prometheus textfile-collector metrics here"
     )]
-    pub metrics_file: Option<String>,
+    pub metrics_file: Option<OsString>,
     #[arg(
         long,
         global = true,
@@ -310,7 +313,7 @@ pub struct Global {
         help_heading = "Files",
         help = "error, warn, info, debug or trace [default: info]"
     )]
-    pub log_level: Option<String>,
+    pub log_level: Option<OsString>,
 
     #[arg(
         long,
@@ -320,7 +323,7 @@ pub struct Global {
         help_heading = "Notifications",
         help = "Comma-separated: update, restart, recreate, health, startup, detect, prune [default: update]"
     )]
-    pub notifications: Option<String>,
+    pub notifications: Option<OsString>,
     #[arg(
         long,
         global = true,
@@ -330,7 +333,7 @@ pub struct Global {
         help_heading = "Notifications",
         help = "Pushover application token (with GUERITE_PUSHOVER_USER)"
     )]
-    pub pushover_token: Option<String>,
+    pub pushover_token: Option<OsString>,
     #[arg(
         long,
         global = true,
@@ -340,7 +343,7 @@ pub struct Global {
         help_heading = "Notifications",
         help = "Pushover user key (with GUERITE_PUSHOVER_TOKEN)"
     )]
-    pub pushover_user: Option<String>,
+    pub pushover_user: Option<OsString>,
     #[arg(
         long,
         global = true,
@@ -349,7 +352,7 @@ pub struct Global {
         help_heading = "Notifications",
         help = "Pushover endpoint [default: https://api.pushover.net/1/messages.json]"
     )]
-    pub pushover_api: Option<String>,
+    pub pushover_api: Option<OsString>,
     #[arg(
         long,
         global = true,
@@ -359,5 +362,5 @@ pub struct Global {
         help_heading = "Notifications",
         help = "POST a JSON {title, message, events} here"
     )]
-    pub webhook_url: Option<String>,
+    pub webhook_url: Option<OsString>,
 }

@@ -3,6 +3,7 @@
 //! and what is accepted, before anything touches Docker or the state file.
 
 use std::collections::BTreeSet;
+use std::ffi::{OsStr, OsString};
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
@@ -132,8 +133,100 @@ impl std::fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-fn invalid(var: &str, value: &str, accepted: &str) -> ConfigError {
-    ConfigError(format!("{var}={value:?} is not valid: {accepted}"))
+fn invalid(var: &str, value: impl AsRef<OsStr>, accepted: &str) -> ConfigError {
+    ConfigError(format!("{var}={} is not valid: {accepted}", echo(value)))
+}
+
+/// How much of a value an error repeats: a 10,000-character value is not echoed whole.
+const ECHO_CHARS: usize = 64;
+
+/// A value as an error shows it: quoted, with control characters, quotes and bytes that are
+/// not UTF-8 escaped, so that nothing reaches the terminal raw; cut after `ECHO_CHARS`
+/// characters, marked by `…` after the closing quote.
+pub fn echo(value: impl AsRef<OsStr>) -> String {
+    let mut out = String::from("\"");
+    let mut shown = 0;
+    for chunk in value.as_ref().as_encoded_bytes().utf8_chunks() {
+        let invalid = chunk.invalid().iter().map(|b| format!("\\x{b:02X}"));
+        let valid = chunk.valid().chars().map(|c| match c {
+            '\'' => c.to_string(),
+            c => c.escape_debug().to_string(),
+        });
+        for piece in valid.chain(invalid) {
+            if shown == ECHO_CHARS {
+                out.push_str("\"…");
+                return out;
+            }
+            out.push_str(&piece);
+            shown += 1;
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// The value of a variable or flag as text, or an error naming it; clap is told to leave
+/// values raw so that this message, not its own nameless one, is what the operator sees.
+pub fn text<'a>(var: &str, value: &'a Option<OsString>) -> Result<Option<&'a str>, ConfigError> {
+    match value {
+        None => Ok(None),
+        Some(v) => v
+            .to_str()
+            .map(Some)
+            .ok_or_else(|| invalid(var, v, "expected UTF-8 text")),
+    }
+}
+
+/// The longest path Linux opens (PATH_MAX, with its NUL).
+const MAX_PATH_BYTES: usize = 4095;
+
+/// Paths need not be UTF-8 (only trimmed when they are text), but they are printed in many
+/// messages: no control characters, and no longer than the kernel would open anyway.
+fn path(var: &str, value: &Option<OsString>) -> Result<Option<PathBuf>, ConfigError> {
+    let Some(v) = value.as_ref() else {
+        return Ok(None);
+    };
+    let v: &OsStr = match v.to_str() {
+        Some(s) if s.trim().is_empty() => return Ok(None),
+        Some(s) => OsStr::new(s.trim()),
+        None => v,
+    };
+    let bytes = v.as_encoded_bytes();
+    if bytes.iter().any(|b| b.is_ascii_control()) {
+        return Err(invalid(
+            var,
+            v,
+            "expected a path without control characters",
+        ));
+    }
+    if bytes.len() > MAX_PATH_BYTES {
+        return Err(invalid(
+            var,
+            v,
+            &format!("expected a path of at most {MAX_PATH_BYTES} bytes"),
+        ));
+    }
+    Ok(Some(PathBuf::from(v)))
+}
+
+/// Error texts from other parsers may quote parts of the value: tamed like a value.
+fn tame(message: &str) -> String {
+    const MAX: usize = 200;
+    let mut out: String = message
+        .chars()
+        .take(MAX)
+        .map(|c| {
+            if c.is_control() {
+                c.escape_debug().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect();
+    if message.chars().nth(MAX).is_some() {
+        out.push('…');
+    }
+    out
 }
 
 /// Strict booleans: a typo such as `flase` is an error, never silently false.
@@ -157,13 +250,93 @@ pub fn opt_bool(var: &str, value: Option<&str>, default: bool) -> Result<bool, C
     }
 }
 
-fn seconds(var: &str, value: Option<&str>, default: u64) -> Result<Duration, ConfigError> {
-    let Some(v) = value.map(str::trim).filter(|v| !v.is_empty()) else {
+/// A boolean variable or flag.
+pub fn flag(var: &str, value: &Option<OsString>, default: bool) -> Result<bool, ConfigError> {
+    opt_bool(var, text(var, value)?, default)
+}
+
+/// The largest value of every `*_SECONDS` variable: 365 days. Far beyond any sensible
+/// timeout or period, and small enough that no deadline computed from it can overflow (nor
+/// Docker's 32-bit stop timeout).
+pub const MAX_SECONDS: u64 = 365 * 24 * 3600;
+
+fn seconds(var: &str, value: &Option<OsString>, default: u64) -> Result<Duration, ConfigError> {
+    let Some(v) = text(var, value)?.map(str::trim).filter(|v| !v.is_empty()) else {
         return Ok(Duration::from_secs(default));
     };
-    v.parse::<u64>()
-        .map(Duration::from_secs)
-        .map_err(|_| invalid(var, v, "expected a whole number of seconds, 0 or more"))
+    match v.parse::<u64>() {
+        Ok(n) if n <= MAX_SECONDS => Ok(Duration::from_secs(n)),
+        // A number too large for u64 is as much over the bound as one that fits.
+        _ if v.bytes().all(|b| b.is_ascii_digit()) => Err(invalid(
+            var,
+            v,
+            &format!("expected at most {MAX_SECONDS} seconds (365 days)"),
+        )),
+        _ => Err(invalid(
+            var,
+            v,
+            &format!("expected a whole number of seconds from 0 to {MAX_SECONDS}"),
+        )),
+    }
+}
+
+/// Docker's container-name grammar: nothing else can name a container, and a name that
+/// passes it is safe to print. The length cap is guerite's: the name is repeated in the report.
+fn is_container_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    name.len() <= MAX_NAME
+        && chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+}
+
+const MAX_NAME: usize = 255;
+
+const NAME_GRAMMAR: &str = "expected a container name: a letter or digit, then letters, \
+                            digits, '_', '.' or '-', at most 255 characters";
+
+/// The `--only` names (repeated, or comma-separated in GUERITE_ONLY), each a container name.
+pub fn only(values: &[OsString]) -> Result<Vec<String>, ConfigError> {
+    let mut names = Vec::new();
+    for value in values {
+        let v = value
+            .to_str()
+            .ok_or_else(|| invalid("GUERITE_ONLY", value, "expected UTF-8 text"))?;
+        let n = v.trim().trim_start_matches('/');
+        if n.is_empty() {
+            continue;
+        }
+        if !is_container_name(n) {
+            return Err(invalid("GUERITE_ONLY", v, NAME_GRAMMAR));
+        }
+        names.push(n.to_string());
+    }
+    Ok(names)
+}
+
+/// The container `check` diagnoses.
+pub fn check_name(value: &Option<OsString>) -> Result<Option<String>, ConfigError> {
+    let Some(v) = text("NAME", value)? else {
+        return Ok(None);
+    };
+    let n = v.trim().trim_start_matches('/');
+    if !is_container_name(n) {
+        return Err(invalid("NAME", v, NAME_GRAMMAR));
+    }
+    Ok(Some(n.to_string()))
+}
+
+/// `--force`: the action to do now.
+pub fn force(value: &Option<OsString>) -> Result<Option<ActionKind>, ConfigError> {
+    match non_empty(text("GUERITE_FORCE", value)?) {
+        None => Ok(None),
+        Some(v) => v.parse().map(Some).map_err(|_| {
+            invalid(
+                "GUERITE_FORCE",
+                &v,
+                "expected update, restart, recreate or health",
+            )
+        }),
+    }
 }
 
 fn names(value: Option<&str>) -> Vec<String> {
@@ -185,11 +358,13 @@ fn non_empty(value: Option<&str>) -> Option<String> {
 fn label_key(var: &str, value: Option<&str>, default: &str) -> Result<String, ConfigError> {
     match value.map(str::trim) {
         None | Some("") => Ok(default.to_string()),
-        Some(v) if v.contains(char::is_whitespace) || v.contains('=') => Err(invalid(
-            var,
-            v,
-            "expected a label key without spaces or '='",
-        )),
+        Some(v) if v.contains(|c: char| c.is_whitespace() || c.is_control() || c == '=') => {
+            Err(invalid(
+                var,
+                v,
+                "expected a label key without spaces, control characters or '='",
+            ))
+        }
         Some(v) => Ok(v.to_string()),
     }
 }
@@ -225,7 +400,9 @@ fn notifications(value: Option<&str>) -> Result<BTreeSet<Event>, ConfigError> {
         }
         let event = word.parse::<Event>().map_err(|()| {
             ConfigError(format!(
-                "GUERITE_NOTIFICATIONS={v:?}: unknown event {word:?}; accepted: {EVENT_NAMES}"
+                "GUERITE_NOTIFICATIONS={}: unknown event {}; accepted: {EVENT_NAMES}",
+                echo(v),
+                echo(&word)
             ))
         })?;
         events.insert(event);
@@ -233,8 +410,12 @@ fn notifications(value: Option<&str>) -> Result<BTreeSet<Event>, ConfigError> {
     Ok(events)
 }
 
+/// A socket path is at most 107 bytes and a host name 253: far more is not an endpoint.
+const MAX_DOCKER_HOST: usize = 512;
+
 fn docker_endpoint(g: &Global) -> Result<DockerEndpoint, ConfigError> {
-    let raw = non_empty(g.docker_host.as_deref()).unwrap_or_else(|| DEFAULT_DOCKER_HOST.into());
+    let raw = non_empty(text("DOCKER_HOST", &g.docker_host)?)
+        .unwrap_or_else(|| DEFAULT_DOCKER_HOST.into());
     // The seed documents `unix://var/run/docker.sock` (two slashes); read it as the absolute path.
     let host = match raw.strip_prefix("unix://") {
         Some(path) if !path.starts_with('/') => format!("unix:///{path}"),
@@ -243,6 +424,16 @@ fn docker_endpoint(g: &Global) -> Result<DockerEndpoint, ConfigError> {
     let scheme_ok = ["unix://", "tcp://", "http://", "https://"]
         .iter()
         .any(|s| host.starts_with(s));
+    // Printed in every connection error: no control characters, no kilobytes.
+    if raw.len() > MAX_DOCKER_HOST || raw.contains(char::is_control) {
+        return Err(invalid(
+            "DOCKER_HOST",
+            &raw,
+            &format!(
+                "expected an endpoint of at most {MAX_DOCKER_HOST} characters, without control characters"
+            ),
+        ));
+    }
     if !scheme_ok {
         return Err(invalid(
             "DOCKER_HOST",
@@ -250,16 +441,17 @@ fn docker_endpoint(g: &Global) -> Result<DockerEndpoint, ConfigError> {
             "expected unix:///path/to/docker.sock or tcp://host:port",
         ));
     }
-    let tls = opt_bool("DOCKER_TLS_VERIFY", g.docker_tls_verify.as_deref(), false)?
-        || host.starts_with("https://");
+    let tls =
+        flag("DOCKER_TLS_VERIFY", &g.docker_tls_verify, false)? || host.starts_with("https://");
     let tls_cert_path = if tls {
         if host.starts_with("unix://") {
             return Err(ConfigError(format!(
-                "DOCKER_TLS_VERIFY is on but DOCKER_HOST={raw:?} is a unix socket; TLS needs tcp://host:port"
+                "DOCKER_TLS_VERIFY is on but DOCKER_HOST={} is a unix socket; TLS needs tcp://host:port",
+                echo(&raw)
             )));
         }
-        let dir = match non_empty(g.docker_cert_path.as_deref()) {
-            Some(d) => PathBuf::from(d),
+        let dir = match path("DOCKER_CERT_PATH", &g.docker_cert_path)? {
+            Some(d) => d,
             None => std::env::var_os("HOME")
                 .map(|h| PathBuf::from(h).join(".docker"))
                 .ok_or_else(|| {
@@ -281,7 +473,7 @@ fn docker_endpoint(g: &Global) -> Result<DockerEndpoint, ConfigError> {
 
 impl Config {
     pub fn from_cli(g: &Global) -> Result<Config, ConfigError> {
-        let tz = match non_empty(g.tz.as_deref()) {
+        let tz = match non_empty(text("GUERITE_TZ", &g.tz)?) {
             None => Tz::UTC,
             Some(z) => z.parse::<Tz>().map_err(|_| {
                 invalid(
@@ -291,20 +483,21 @@ impl Config {
                 )
             })?,
         };
-        let prune = match non_empty(g.prune_cron.as_deref()) {
+        let prune = match non_empty(text("GUERITE_PRUNE_CRON", &g.prune_cron)?) {
             None => None,
-            Some(expr) => {
-                Some(Schedule::parse(&expr).map_err(|e| invalid("GUERITE_PRUNE_CRON", &expr, &e))?)
-            }
+            Some(expr) => Some(
+                Schedule::parse(&expr)
+                    .map_err(|e| invalid("GUERITE_PRUNE_CRON", &expr, &tame(&e)))?,
+            ),
         };
         let pushover = match (
-            non_empty(g.pushover_token.as_deref()),
-            non_empty(g.pushover_user.as_deref()),
+            non_empty(text("GUERITE_PUSHOVER_TOKEN", &g.pushover_token)?),
+            non_empty(text("GUERITE_PUSHOVER_USER", &g.pushover_user)?),
         ) {
             (Some(token), Some(user)) => Some(Pushover {
                 token,
                 user,
-                api: non_empty(g.pushover_api.as_deref())
+                api: non_empty(text("GUERITE_PUSHOVER_API", &g.pushover_api)?)
                     .unwrap_or_else(|| DEFAULT_PUSHOVER_API.into()),
             }),
             (None, None) => None,
@@ -319,7 +512,7 @@ impl Config {
                 ));
             }
         };
-        let webhook = non_empty(g.webhook_url.as_deref());
+        let webhook = non_empty(text("GUERITE_WEBHOOK_URL", &g.webhook_url)?);
         if let Some(url) = &webhook
             && !(url.starts_with("http://") || url.starts_with("https://"))
         {
@@ -331,22 +524,22 @@ impl Config {
         let labels = LabelKeys {
             update: label_key(
                 "GUERITE_UPDATE_LABEL",
-                g.update_label.as_deref(),
+                text("GUERITE_UPDATE_LABEL", &g.update_label)?,
                 "guerite.update",
             )?,
             restart: label_key(
                 "GUERITE_RESTART_LABEL",
-                g.restart_label.as_deref(),
+                text("GUERITE_RESTART_LABEL", &g.restart_label)?,
                 "guerite.restart",
             )?,
             recreate: label_key(
                 "GUERITE_RECREATE_LABEL",
-                g.recreate_label.as_deref(),
+                text("GUERITE_RECREATE_LABEL", &g.recreate_label)?,
                 "guerite.recreate",
             )?,
             health: label_key(
                 "GUERITE_HEALTH_CHECK_LABEL",
-                g.health_check_label.as_deref(),
+                text("GUERITE_HEALTH_CHECK_LABEL", &g.health_check_label)?,
                 "guerite.health_check",
             )?,
         };
@@ -354,53 +547,40 @@ impl Config {
             docker: docker_endpoint(g)?,
             labels,
             defaults: Modifiers {
-                monitor_only: opt_bool("GUERITE_MONITOR_ONLY", g.monitor_only.as_deref(), false)?,
-                no_pull: opt_bool("GUERITE_NO_PULL", g.no_pull.as_deref(), false)?,
-                no_restart: opt_bool("GUERITE_NO_RESTART", g.no_restart.as_deref(), false)?,
+                monitor_only: flag("GUERITE_MONITOR_ONLY", &g.monitor_only, false)?,
+                no_pull: flag("GUERITE_NO_PULL", &g.no_pull, false)?,
+                no_restart: flag("GUERITE_NO_RESTART", &g.no_restart, false)?,
             },
-            scope: non_empty(g.scope.as_deref()),
-            include: names(g.include_containers.as_deref()),
-            exclude: names(g.exclude_containers.as_deref()),
+            scope: non_empty(text("GUERITE_SCOPE", &g.scope)?),
+            include: names(text("GUERITE_INCLUDE_CONTAINERS", &g.include_containers)?),
+            exclude: names(text("GUERITE_EXCLUDE_CONTAINERS", &g.exclude_containers)?),
             tz,
-            max_catchup: seconds(
-                "GUERITE_MAX_CATCHUP_SECONDS",
-                g.max_catchup_seconds.as_deref(),
-                3600,
-            )?,
+            max_catchup: seconds("GUERITE_MAX_CATCHUP_SECONDS", &g.max_catchup_seconds, 3600)?,
             prune,
             health_backoff: seconds(
                 "GUERITE_HEALTH_CHECK_BACKOFF_SECONDS",
-                g.health_check_backoff_seconds.as_deref(),
+                &g.health_check_backoff_seconds,
                 300,
             )?,
             health_timeout: seconds(
                 "GUERITE_HEALTH_CHECK_TIMEOUT_SECONDS",
-                g.health_check_timeout_seconds.as_deref(),
+                &g.health_check_timeout_seconds,
                 60,
             )?,
-            settle: seconds("GUERITE_SETTLE_SECONDS", g.settle_seconds.as_deref(), 10)?,
-            stop_timeout: seconds(
-                "GUERITE_STOP_TIMEOUT_SECONDS",
-                g.stop_timeout_seconds.as_deref(),
-                10,
-            )?,
+            settle: seconds("GUERITE_SETTLE_SECONDS", &g.settle_seconds, 10)?,
+            stop_timeout: seconds("GUERITE_STOP_TIMEOUT_SECONDS", &g.stop_timeout_seconds, 10)?,
             rollback_grace: seconds(
                 "GUERITE_ROLLBACK_GRACE_SECONDS",
-                g.rollback_grace_seconds.as_deref(),
+                &g.rollback_grace_seconds,
                 3600,
             )?,
-            lock_stale: seconds(
-                "GUERITE_LOCK_STALE_SECONDS",
-                g.lock_stale_seconds.as_deref(),
-                21600,
-            )?,
-            pull_fallback: opt_bool("GUERITE_PULL_FALLBACK", g.pull_fallback.as_deref(), true)?,
-            state_file: PathBuf::from(
-                non_empty(g.state_file.as_deref()).unwrap_or_else(|| DEFAULT_STATE_FILE.into()),
-            ),
-            metrics_file: non_empty(g.metrics_file.as_deref()).map(PathBuf::from),
-            log_level: log_level(g.log_level.as_deref())?,
-            notifications: notifications(g.notifications.as_deref())?,
+            lock_stale: seconds("GUERITE_LOCK_STALE_SECONDS", &g.lock_stale_seconds, 21600)?,
+            pull_fallback: flag("GUERITE_PULL_FALLBACK", &g.pull_fallback, true)?,
+            state_file: path("GUERITE_STATE_FILE", &g.state_file)?
+                .unwrap_or_else(|| DEFAULT_STATE_FILE.into()),
+            metrics_file: path("GUERITE_METRICS_FILE", &g.metrics_file)?,
+            log_level: log_level(text("GUERITE_LOG_LEVEL", &g.log_level)?)?,
+            notifications: notifications(text("GUERITE_NOTIFICATIONS", &g.notifications)?)?,
             pushover,
             webhook,
         })
@@ -409,7 +589,9 @@ impl Config {
 
 /// The log level alone, read before the rest so that a config error can be logged at all.
 pub fn log_level_or_default(g: &Global) -> LevelFilter {
-    log_level(g.log_level.as_deref()).unwrap_or(LevelFilter::Info)
+    text("GUERITE_LOG_LEVEL", &g.log_level)
+        .and_then(log_level)
+        .unwrap_or(LevelFilter::Info)
 }
 
 #[cfg(test)]
@@ -563,5 +745,308 @@ mod tests {
         }))
         .unwrap();
         assert_eq!(c.docker.tls_cert_path, None);
+    }
+
+    fn os(bytes: &[u8]) -> OsString {
+        use std::os::unix::ffi::OsStringExt;
+        OsString::from_vec(bytes.to_vec())
+    }
+
+    /// Every variable of `Global`, with a way to set it.
+    type Setter = fn(&mut Global, OsString);
+
+    fn every_variable() -> Vec<(&'static str, Setter)> {
+        vec![
+            ("DOCKER_HOST", |g, v| g.docker_host = Some(v)),
+            ("DOCKER_TLS_VERIFY", |g, v| g.docker_tls_verify = Some(v)),
+            ("GUERITE_UPDATE_LABEL", |g, v| g.update_label = Some(v)),
+            ("GUERITE_RESTART_LABEL", |g, v| g.restart_label = Some(v)),
+            ("GUERITE_RECREATE_LABEL", |g, v| g.recreate_label = Some(v)),
+            ("GUERITE_HEALTH_CHECK_LABEL", |g, v| {
+                g.health_check_label = Some(v)
+            }),
+            ("GUERITE_SCOPE", |g, v| g.scope = Some(v)),
+            ("GUERITE_INCLUDE_CONTAINERS", |g, v| {
+                g.include_containers = Some(v)
+            }),
+            ("GUERITE_EXCLUDE_CONTAINERS", |g, v| {
+                g.exclude_containers = Some(v)
+            }),
+            ("GUERITE_MONITOR_ONLY", |g, v| g.monitor_only = Some(v)),
+            ("GUERITE_NO_PULL", |g, v| g.no_pull = Some(v)),
+            ("GUERITE_NO_RESTART", |g, v| g.no_restart = Some(v)),
+            ("GUERITE_TZ", |g, v| g.tz = Some(v)),
+            ("GUERITE_MAX_CATCHUP_SECONDS", |g, v| {
+                g.max_catchup_seconds = Some(v)
+            }),
+            ("GUERITE_PRUNE_CRON", |g, v| g.prune_cron = Some(v)),
+            ("GUERITE_HEALTH_CHECK_BACKOFF_SECONDS", |g, v| {
+                g.health_check_backoff_seconds = Some(v)
+            }),
+            ("GUERITE_HEALTH_CHECK_TIMEOUT_SECONDS", |g, v| {
+                g.health_check_timeout_seconds = Some(v)
+            }),
+            ("GUERITE_SETTLE_SECONDS", |g, v| g.settle_seconds = Some(v)),
+            ("GUERITE_STOP_TIMEOUT_SECONDS", |g, v| {
+                g.stop_timeout_seconds = Some(v)
+            }),
+            ("GUERITE_ROLLBACK_GRACE_SECONDS", |g, v| {
+                g.rollback_grace_seconds = Some(v)
+            }),
+            ("GUERITE_LOCK_STALE_SECONDS", |g, v| {
+                g.lock_stale_seconds = Some(v)
+            }),
+            ("GUERITE_PULL_FALLBACK", |g, v| g.pull_fallback = Some(v)),
+            ("GUERITE_LOG_LEVEL", |g, v| g.log_level = Some(v)),
+            ("GUERITE_NOTIFICATIONS", |g, v| g.notifications = Some(v)),
+            ("GUERITE_PUSHOVER_TOKEN", |g, v| {
+                g.pushover_token = Some(v);
+                g.pushover_user = Some("u".into());
+            }),
+            ("GUERITE_PUSHOVER_USER", |g, v| {
+                g.pushover_user = Some(v);
+                g.pushover_token = Some("t".into());
+            }),
+            ("GUERITE_PUSHOVER_API", |g, v| {
+                g.pushover_api = Some(v);
+                g.pushover_user = Some("u".into());
+                g.pushover_token = Some("t".into());
+            }),
+            ("GUERITE_WEBHOOK_URL", |g, v| g.webhook_url = Some(v)),
+        ]
+    }
+
+    #[test]
+    fn a_value_that_is_not_utf8_is_named() {
+        for (var, set) in every_variable() {
+            let err = Config::from_cli(&global(|g| set(g, os(b"ab\xffc"))))
+                .expect_err(var)
+                .to_string();
+            assert_eq!(
+                err,
+                format!("{var}=\"ab\\xFFc\" is not valid: expected UTF-8 text"),
+                "{var}"
+            );
+        }
+        // Paths need not be UTF-8.
+        let c = Config::from_cli(&global(|g| {
+            g.state_file = Some(os(b"/var/lib/gu\xe9rite/state.json"));
+            g.docker_cert_path = Some(os(b"/c\xe9rts"));
+        }))
+        .unwrap();
+        assert_eq!(
+            c.state_file.as_os_str(),
+            os(b"/var/lib/gu\xe9rite/state.json")
+        );
+        let err = only(&[os(b"web"), os(b"d\xffb")]).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "GUERITE_ONLY=\"d\\xFFb\" is not valid: expected UTF-8 text"
+        );
+        assert_eq!(
+            check_name(&Some(os(b"\xff"))).unwrap_err().to_string(),
+            "NAME=\"\\xFF\" is not valid: expected UTF-8 text"
+        );
+        assert_eq!(
+            force(&Some(os(b"\xff"))).unwrap_err().to_string(),
+            "GUERITE_FORCE=\"\\xFF\" is not valid: expected UTF-8 text"
+        );
+    }
+
+    #[test]
+    fn a_long_value_is_never_echoed_whole() {
+        let long = "x".repeat(10_000);
+        let shown = format!("\"{}\"…", "x".repeat(ECHO_CHARS));
+        for (var, set) in every_variable() {
+            // Some variables take any text (a scope, a token): those are not errors at all.
+            let Err(err) = Config::from_cli(&global(|g| set(g, long.clone().into()))) else {
+                continue;
+            };
+            let err = err.to_string();
+            assert!(err.len() < 300, "{var}: {} bytes: {err}", err.len());
+            assert!(!err.contains(&"x".repeat(ECHO_CHARS + 1)), "{var}: {err}");
+            assert!(err.starts_with(var), "{var}: {err}");
+            // Only the webhook's error leaves the value out (it may hold a secret).
+            if !err.starts_with(&format!("{var} ")) {
+                assert!(err.contains(&shown), "{var}: {err}");
+            }
+        }
+        for var in [
+            "GUERITE_STATE_FILE",
+            "GUERITE_METRICS_FILE",
+            "DOCKER_CERT_PATH",
+        ] {
+            let path = format!("/{long}");
+            let err = Config::from_cli(&global(|g| {
+                let v = Some(path.clone().into());
+                match var {
+                    "GUERITE_STATE_FILE" => g.state_file = v,
+                    "GUERITE_METRICS_FILE" => g.metrics_file = v,
+                    _ => {
+                        g.docker_cert_path = v;
+                        g.docker_host = Some("tcp://h:2376".into());
+                        g.docker_tls_verify = Some("1".into());
+                    }
+                }
+            }))
+            .expect_err(var)
+            .to_string();
+            assert_eq!(
+                err,
+                format!(
+                    "{var}=\"/{}\"… is not valid: expected a path of at most 4095 bytes",
+                    "x".repeat(ECHO_CHARS - 1)
+                )
+            );
+        }
+        // A cron parser's message quotes the field: tamed too.
+        let err = Config::from_cli(&global(|g| g.prune_cron = Some(format!("@{long}").into())))
+            .unwrap_err()
+            .to_string();
+        assert!(err.len() < 400, "{err}");
+    }
+
+    #[test]
+    fn echo_escapes_and_truncates() {
+        let cases: Vec<(OsString, String)> = vec![
+            ("web".into(), "\"web\"".into()),
+            ("".into(), "\"\"".into()),
+            ("it's \"q\"".into(), "\"it's \\\"q\\\"\"".into()),
+            (
+                "a\x1b[31mb\n\t\x07".into(),
+                "\"a\\u{1b}[31mb\\n\\t\\u{7}\"".into(),
+            ),
+            (os(b"\xff\xfe ok"), "\"\\xFF\\xFE ok\"".into()),
+            ("é".repeat(64).into(), format!("\"{}\"", "é".repeat(64))),
+            ("é".repeat(65).into(), format!("\"{}\"…", "é".repeat(64))),
+            (
+                format!("{}\x1b", "a".repeat(63)).into(),
+                format!("\"{}\\u{{1b}}\"", "a".repeat(63)),
+            ),
+        ];
+        for (value, want) in cases {
+            assert_eq!(echo(&value), want, "{value:?}");
+        }
+    }
+
+    #[test]
+    fn seconds_have_an_upper_bound() {
+        let set = |v: &str| global(|g| g.stop_timeout_seconds = Some(v.into()));
+        let c = Config::from_cli(&set("31536000")).unwrap();
+        assert_eq!(c.stop_timeout, Duration::from_secs(MAX_SECONDS));
+        for v in [
+            "31536001",
+            "18446744073709551615",
+            "99999999999999999999999999",
+        ] {
+            assert_eq!(
+                Config::from_cli(&set(v)).unwrap_err().to_string(),
+                format!(
+                    "GUERITE_STOP_TIMEOUT_SECONDS=\"{v}\" is not valid: expected at most \
+                     31536000 seconds (365 days)"
+                )
+            );
+        }
+        assert_eq!(
+            Config::from_cli(&set("ten")).unwrap_err().to_string(),
+            "GUERITE_STOP_TIMEOUT_SECONDS=\"ten\" is not valid: expected a whole number of \
+             seconds from 0 to 31536000"
+        );
+        for (var, setter) in every_variable() {
+            if !var.ends_with("_SECONDS") {
+                continue;
+            }
+            let err = Config::from_cli(&global(|g| setter(g, "31536001".into())))
+                .expect_err(var)
+                .to_string();
+            assert!(
+                err.starts_with(&format!(
+                    "{var}=\"31536001\" is not valid: expected at most"
+                )),
+                "{err}"
+            );
+            assert!(Config::from_cli(&global(|g| setter(g, "31536000".into()))).is_ok());
+        }
+    }
+
+    #[test]
+    fn only_names_follow_the_container_name_grammar() {
+        let ok: &[(&[&str], &[&str])] = &[
+            (&["web"], &["web"]),
+            (&["/web", " db ", "", "a_b.c-1"], &["web", "db", "a_b.c-1"]),
+            (&["0day"], &["0day"]),
+            (&[&"a".repeat(255)], &[&"a".repeat(255)]),
+        ];
+        for (given, want) in ok {
+            let given: Vec<OsString> = given.iter().map(OsString::from).collect();
+            assert_eq!(only(&given).unwrap(), *want, "{given:?}");
+        }
+        let grammar = "is not valid: expected a container name: a letter or digit, then \
+                       letters, digits, '_', '.' or '-', at most 255 characters";
+        let bad = [
+            ("we\x1b[2Jb", "\"we\\u{1b}[2Jb\""),
+            ("_web", "\"_web\""),
+            ("web db", "\"web db\""),
+            ("we\nb", "\"we\\nb\""),
+            ("wéb", "\"wéb\""),
+            ("-x", "\"-x\""),
+            (&"a".repeat(256), &format!("\"{}\"…", "a".repeat(64))),
+        ];
+        for (name, shown) in bad {
+            assert_eq!(
+                only(&[name.into()]).unwrap_err().to_string(),
+                format!("GUERITE_ONLY={shown} {grammar}"),
+                "{name:?}"
+            );
+            assert_eq!(
+                check_name(&Some(name.into())).unwrap_err().to_string(),
+                format!("NAME={shown} {grammar}"),
+                "{name:?}"
+            );
+        }
+        assert_eq!(
+            check_name(&Some("/web".into())).unwrap(),
+            Some("web".into())
+        );
+        assert_eq!(
+            force(&Some(" Restart ".into())).unwrap(),
+            Some(ActionKind::Restart)
+        );
+        assert_eq!(force(&Some("".into())).unwrap(), None);
+        assert_eq!(
+            force(&Some("reboot".into())).unwrap_err().to_string(),
+            "GUERITE_FORCE=\"reboot\" is not valid: expected update, restart, recreate or health"
+        );
+    }
+
+    #[test]
+    fn control_characters_in_paths_labels_and_the_endpoint_are_refused() {
+        let cases: Vec<(&str, Global, &str)> = vec![
+            (
+                "state file",
+                global(|g| g.state_file = Some("/var/lib/g\x1b[2J/state.json".into())),
+                "GUERITE_STATE_FILE=\"/var/lib/g\\u{1b}[2J/state.json\" is not valid: expected \
+                 a path without control characters",
+            ),
+            (
+                "label",
+                global(|g| g.restart_label = Some("a\x07b".into())),
+                "GUERITE_RESTART_LABEL=\"a\\u{7}b\" is not valid: expected a label key without \
+                 spaces, control characters or '='",
+            ),
+            (
+                "endpoint",
+                global(|g| g.docker_host = Some("tcp://h\x1b:1".into())),
+                "DOCKER_HOST=\"tcp://h\\u{1b}:1\" is not valid: expected an endpoint of at most \
+                 512 characters, without control characters",
+            ),
+        ];
+        for (name, g, want) in cases {
+            assert_eq!(
+                Config::from_cli(&g).unwrap_err().to_string(),
+                want,
+                "{name}"
+            );
+        }
     }
 }

@@ -343,7 +343,10 @@ impl Docker {
 
     pub async fn stop(&self, id: &str, timeout: Duration) -> Result<(), CallError> {
         let t = i32::try_from(timeout.as_secs()).unwrap_or(i32::MAX);
-        let client = self.client.clone().with_timeout(timeout + CALL_TIMEOUT);
+        let client = self
+            .client
+            .clone()
+            .with_timeout(timeout.saturating_add(CALL_TIMEOUT));
         match client
             .stop_container(
                 id,
@@ -450,7 +453,7 @@ impl Docker {
         let client = self
             .client
             .clone()
-            .with_timeout(stop_timeout + CALL_TIMEOUT);
+            .with_timeout(stop_timeout.saturating_add(CALL_TIMEOUT));
         client
             .restart_container(
                 id,

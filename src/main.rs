@@ -34,7 +34,7 @@ use clap::Parser;
 use log::{LevelFilter, error};
 
 use cli::{Cli, Command};
-use config::{Config, opt_bool};
+use config::Config;
 
 const FAILED: u8 = 1;
 const COULD_NOT_RUN: u8 = 2;
@@ -61,36 +61,23 @@ fn execute(cli: &Cli) -> anyhow::Result<bool> {
     match &cli.command {
         Command::Run(args) => {
             let options = run::Options {
-                dry_run: opt_bool("GUERITE_DRY_RUN", args.dry_run.as_deref(), false)?,
-                json: opt_bool("GUERITE_JSON", args.json.as_deref(), false)?,
+                dry_run: config::flag("GUERITE_DRY_RUN", &args.dry_run, false)?,
+                json: config::flag("GUERITE_JSON", &args.json, false)?,
                 request: plan::Request {
-                    only: args
-                        .only
-                        .iter()
-                        .map(|n| n.trim().trim_start_matches('/').to_string())
-                        .filter(|n| !n.is_empty())
-                        .collect(),
-                    force: args
-                        .force
-                        .as_deref()
-                        .map(|f| {
-                            f.parse()
-                                .map_err(|e| anyhow::anyhow!("GUERITE_FORCE/--force: {e}"))
-                        })
-                        .transpose()?,
+                    only: config::only(&args.only)?,
+                    force: config::force(&args.force)?,
                 },
             };
             let ended = runtime.block_on(run::run(&config, &options, chrono::Utc::now()))?;
             Ok(ended == run::Ended::Clean)
         }
         Command::Check(args) => {
-            let json = opt_bool("GUERITE_JSON", args.json.as_deref(), false)?;
-            let at = args
-                .at
-                .as_deref()
+            let json = config::flag("GUERITE_JSON", &args.json, false)?;
+            let name = config::check_name(&args.name)?;
+            let at = config::text("GUERITE_AT", &args.at)?
                 .map(|t| check::parse_at(t, config.tz))
                 .transpose()?;
-            runtime.block_on(check::check(&config, args.name.as_deref(), json, at))
+            runtime.block_on(check::check(&config, name.as_deref(), json, at))
         }
     }
 }

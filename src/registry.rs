@@ -63,7 +63,8 @@ pub enum Answer {
     NoDigest,
     /// HTTP 429; nothing more is asked of that registry in this run.
     RateLimited { retry_after: Option<Duration> },
-    /// No credentials, rejected ones, or credentials that cannot be read; one line.
+    /// No credentials, rejected ones, credentials that cannot be read, or a token realm that
+    /// would take them in clear; one line. No pull follows: it would fare the same.
     AuthRequired(String),
     /// Anything else (not found, unreachable, timeout), one line naming the object.
     Failed(String),
@@ -428,6 +429,10 @@ impl Registry<'_> {
                 self.name
             )))
         })?;
+        // Not `Failed`: its pull fallback would hand the same credentials to the engine, which
+        // would send them to the same realm.
+        downgrade(self.name, &self.base, realm)
+            .map_err(|e| Verdict::last(Answer::AuthRequired(e)))?;
         let service = challenge.param("service");
         let credentials = self.credentials()?;
         let sent = match credentials.and_then(|c| c.identity_token.as_deref()) {
@@ -704,6 +709,24 @@ fn in_cidr(address: IpAddr, net: IpAddr, bits: u8) -> bool {
         }
         _ => false,
     }
+}
+
+/// A token request carries the registry's credentials (or yields a token that is as good): a
+/// realm on plain HTTP for a registry asked over HTTPS would send them in clear, and is what a
+/// tampered challenge looks like. The engine's insecure registries are on HTTP already.
+fn downgrade(registry: &str, base: &str, realm: &str) -> Result<(), String> {
+    let scheme = |url: &str, s: &str| {
+        url.get(..s.len())
+            .is_some_and(|p| p.eq_ignore_ascii_case(s))
+    };
+    if scheme(base, "https://") && !scheme(realm, "https://") {
+        return Err(format!(
+            "{registry} is asked over HTTPS but its bearer realm {} is not: refused, so that no \
+             credentials go in clear",
+            crate::config::echo(realm)
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -1030,6 +1053,60 @@ mod tests {
                 }
                 a => panic!("{key}: {a:?}"),
             }
+        }
+    }
+
+    #[test]
+    fn a_realm_that_leaves_https_is_refused() {
+        let refused = |r: &str, realm: &str| {
+            format!(
+                "{r} is asked over HTTPS but its bearer realm \"{realm}\" is not: refused, so \
+                 that no credentials go in clear"
+            )
+        };
+        let cases = [
+            (
+                "ghcr.io",
+                "https://ghcr.io",
+                "https://ghcr.io/token",
+                Ok(()),
+            ),
+            ("r.lan", "https://r.lan:5000", "HTTPS://auth.lan/t", Ok(())),
+            (
+                "ghcr.io",
+                "https://ghcr.io",
+                "http://ghcr.io/token",
+                Err(refused("ghcr.io", "http://ghcr.io/token")),
+            ),
+            (
+                "r.lan",
+                "https://r.lan",
+                "HTTP://evil/t",
+                Err(refused("r.lan", "HTTP://evil/t")),
+            ),
+            (
+                "r.lan",
+                "https://r.lan",
+                "ftp://r.lan/t",
+                Err(refused("r.lan", "ftp://r.lan/t")),
+            ),
+            ("r.lan", "https://r.lan", "", Err(refused("r.lan", ""))),
+            // An insecure registry is on HTTP already: its realm may be too.
+            (
+                "127.0.0.1:5000",
+                "http://127.0.0.1:5000",
+                "http://127.0.0.1:5001/t",
+                Ok(()),
+            ),
+            (
+                "127.0.0.1:5000",
+                "http://127.0.0.1:5000",
+                "https://auth/t",
+                Ok(()),
+            ),
+        ];
+        for (registry, base, realm, want) in cases {
+            assert_eq!(downgrade(registry, base, realm), want, "{base} {realm}");
         }
     }
 }

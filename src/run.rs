@@ -15,7 +15,7 @@ use crate::own_container;
 use crate::plan::{self, Input, Request};
 use crate::process;
 use crate::report::{Item, Outcome, Report};
-use crate::state::{Loaded, State};
+use crate::state::{self, Loaded, State};
 use crate::swap::Swapper;
 use crate::update;
 
@@ -37,6 +37,8 @@ pub async fn run(config: &Config, options: &Options, now: DateTime<Utc>) -> Resu
     let dry_run = options.dry_run;
     // A dry run writes nothing, not even the lock file; it reads a state that is only ever
     // replaced by rename, so it never sees half of one.
+    // Before the lock: a run, dry or not, never reads a state others could have written.
+    state::check_dir(&config.state_file)?;
     let _lock = if dry_run {
         None
     } else {
@@ -46,14 +48,14 @@ pub async fn run(config: &Config, options: &Options, now: DateTime<Utc>) -> Resu
         }
     };
     let (mut state, loaded) = State::load(&config.state_file, now, dry_run)?;
-    if let Loaded::MovedAside(aside) = &loaded {
+    if let Loaded::MovedAside { to, why } = &loaded {
         warn!(
-            "state file {} did not parse; {} and starting from a fresh state",
+            "state file {} {why}; {} and starting from a fresh state",
             config.state_file.display(),
             if dry_run {
-                format!("a real run would move it to {}", aside.display())
+                format!("a real run would move it to {}", to.display())
             } else {
-                format!("moved it to {}", aside.display())
+                format!("moved it to {}", to.display())
             }
         );
     }

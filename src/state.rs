@@ -1,13 +1,18 @@
 //! The state file: one versioned JSON document, keyed by container name, replaced atomically
 //! (temporary file in the same directory, fsync, rename, fsync of the directory) so that a crash
 //! leaves either the old or the new state, never half of one.
+//!
+//! guerite usually runs as root, so the directory is a place where a planted link or file
+//! would make root read or write what someone else chose: it must be writable by this user
+//! alone, is created 0700, its files are 0600, and no path in it is followed as a link.
 
 use std::collections::BTreeMap;
-use std::fs::{self, File};
-use std::io::{ErrorKind, Write};
+use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::io::{ErrorKind, Read as _, Write};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, anyhow, bail};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -86,9 +91,42 @@ pub struct ActionResult {
 pub enum Loaded {
     Fresh,
     Existing,
-    /// The file did not parse; it was moved here (or would be, in a dry run).
-    MovedAside(PathBuf),
+    /// The file was unusable; it was moved here (or would be, in a dry run).
+    MovedAside {
+        to: PathBuf,
+        why: Unusable,
+    },
 }
+
+/// Why a state file was moved aside rather than read.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Unusable {
+    DoesNotParse,
+    /// Never followed: whoever planted it would choose what guerite reads, and where the next
+    /// save would land.
+    Symlink,
+    NotRegular,
+    TooLarge(u64),
+}
+
+impl std::fmt::Display for Unusable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Unusable::DoesNotParse => f.write_str("did not parse"),
+            Unusable::Symlink => f.write_str("is a symbolic link, which guerite does not follow"),
+            Unusable::NotRegular => f.write_str("is not a regular file"),
+            Unusable::TooLarge(n) => write!(
+                f,
+                "is {n} bytes, over the {} MiB cap",
+                MAX_STATE_BYTES / (1024 * 1024)
+            ),
+        }
+    }
+}
+
+/// Far above any real state (a few hundred bytes per container): a larger file is not one
+/// guerite wrote, and reading it whole would cost its size in memory.
+pub const MAX_STATE_BYTES: u64 = 16 * 1024 * 1024;
 
 impl State {
     pub fn fresh() -> State {
@@ -116,48 +154,41 @@ impl State {
             .retain(|name, _| present.contains(name.as_str()));
     }
 
-    /// Reads the state. A file that does not parse is moved aside (unless `read_only`) and a
-    /// fresh state is used; a file from a newer guerite is refused, since rewriting it in the
-    /// old format would lose what the newer one recorded.
+    /// Reads the state. A file that does not parse, is too large, is a symbolic link or is
+    /// not a regular file is moved aside (unless `read_only`) and a fresh state is used; a file
+    /// from a newer guerite is refused, since rewriting it in the old format would lose what
+    /// the newer one recorded. A directory others can write is refused before anything is read.
     pub fn load(path: &Path, now: DateTime<Utc>, read_only: bool) -> Result<(State, Loaded)> {
-        let text = match fs::read_to_string(path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == ErrorKind::NotFound => {
-                return Ok((State::fresh(), Loaded::Fresh));
-            }
-            Err(e) => {
-                return Err(e)
-                    .with_context(|| format!("cannot read state file {}", path.display()));
-            }
+        check_dir(path)?;
+        let why = match read_capped(path)? {
+            Read::Missing => return Ok((State::fresh(), Loaded::Fresh)),
+            Read::Unusable(why) => why,
+            Read::Bytes(bytes) => match parse(&bytes) {
+                Parsed::State(state) => return Ok((state, Loaded::Existing)),
+                Parsed::Newer(version) => bail!(
+                    "state file {} has version {version}, newer than this guerite understands \
+                     ({VERSION}); upgrade guerite or move the file away",
+                    path.display(),
+                ),
+                Parsed::Corrupt => Unusable::DoesNotParse,
+            },
         };
-        #[derive(Deserialize)]
-        struct Probe {
-            version: u32,
-        }
-        match serde_json::from_str::<Probe>(&text) {
-            Ok(p) if p.version > VERSION => bail!(
-                "state file {} has version {}, newer than this guerite understands ({VERSION}); \
-                 upgrade guerite or move the file away",
-                path.display(),
-                p.version
-            ),
-            Ok(_) => {
-                if let Ok(state) = serde_json::from_str::<State>(&text) {
-                    return Ok((state, Loaded::Existing));
-                }
-            }
-            Err(_) => {}
-        }
-        let aside = corrupt_path(path, now);
+        let to = aside_path(path, now, |p| p.symlink_metadata().is_ok()).map_err(|e| {
+            anyhow!(
+                "state file {} {why} and cannot be moved aside: {e}",
+                path.display()
+            )
+        })?;
         if !read_only {
-            fs::rename(path, &aside).with_context(|| {
+            // rename(2) moves a symbolic link itself, never its target.
+            fs::rename(path, &to).with_context(|| {
                 format!(
-                    "state file {} does not parse and cannot be moved aside",
+                    "state file {} {why} and cannot be moved aside",
                     path.display()
                 )
             })?;
         }
-        Ok((State::fresh(), Loaded::MovedAside(aside)))
+        Ok((State::fresh(), Loaded::MovedAside { to, why }))
     }
 
     pub fn save(&self, path: &Path) -> Result<()> {
@@ -168,32 +199,186 @@ impl State {
     }
 }
 
-fn corrupt_path(path: &Path, now: DateTime<Utc>) -> PathBuf {
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(format!(".corrupt-{}", now.format("%Y%m%dT%H%M%SZ")));
-    path.with_file_name(name)
+enum Read {
+    Missing,
+    Bytes(Vec<u8>),
+    Unusable(Unusable),
 }
 
-/// Same-directory temporary file, fsync, rename, fsync the directory.
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = match path.parent() {
+/// Opens without following a symbolic link (and without blocking on a FIFO), then reads at
+/// most the cap and one byte more, so a huge file costs no memory even if it grows meanwhile.
+fn read_capped(path: &Path) -> Result<Read> {
+    let cannot = || format!("cannot read state file {}", path.display());
+    let file = match OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Read::Missing),
+        Err(e)
+            if e.raw_os_error() == Some(libc::ELOOP)
+                && path.symlink_metadata().is_ok_and(|m| m.is_symlink()) =>
+        {
+            return Ok(Read::Unusable(Unusable::Symlink));
+        }
+        Err(e) => return Err(e).with_context(cannot),
+    };
+    let meta = file.metadata().with_context(cannot)?;
+    if !meta.is_file() {
+        return Ok(Read::Unusable(Unusable::NotRegular));
+    }
+    if meta.len() > MAX_STATE_BYTES {
+        return Ok(Read::Unusable(Unusable::TooLarge(meta.len())));
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.take(MAX_STATE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .with_context(cannot)?;
+    if bytes.len() as u64 > MAX_STATE_BYTES {
+        return Ok(Read::Unusable(Unusable::TooLarge(bytes.len() as u64)));
+    }
+    Ok(Read::Bytes(bytes))
+}
+
+enum Parsed {
+    State(State),
+    Newer(u32),
+    Corrupt,
+}
+
+fn parse(bytes: &[u8]) -> Parsed {
+    #[derive(Deserialize)]
+    struct Probe {
+        version: u32,
+    }
+    match serde_json::from_slice::<Probe>(bytes) {
+        Ok(p) if p.version > VERSION => Parsed::Newer(p.version),
+        Ok(_) => serde_json::from_slice(bytes).map_or(Parsed::Corrupt, Parsed::State),
+        Err(_) => Parsed::Corrupt,
+    }
+}
+
+/// `state.json.corrupt-<time>`, or with `-2`, `-3`… when that is taken: a file moved aside
+/// earlier in the same second is evidence too. Checking then renaming is not atomic, but
+/// only this user (or root) can write the directory and the lock keeps other runs out.
+fn aside_path(
+    path: &Path,
+    now: DateTime<Utc>,
+    taken: impl Fn(&Path) -> bool,
+) -> Result<PathBuf, String> {
+    let mut base = path.file_name().unwrap_or_default().to_os_string();
+    base.push(format!(".corrupt-{}", now.format("%Y%m%dT%H%M%SZ")));
+    for n in 1..=MAX_ASIDE {
+        let mut name = base.clone();
+        if n > 1 {
+            name.push(format!("-{n}"));
+        }
+        let candidate = path.with_file_name(name);
+        if !taken(&candidate) {
+            return Ok(candidate);
+        }
+    }
+    Err(format!(
+        "{} names from {} on are taken",
+        MAX_ASIDE,
+        path.with_file_name(base).display()
+    ))
+}
+
+const MAX_ASIDE: u32 = 1000;
+
+/// The directory holding the state file (and its lock and temporary files).
+pub fn state_dir(state_file: &Path) -> &Path {
+    match state_file.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
-    };
-    let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
-    tmp_name.push(format!(".tmp-{}", std::process::id()));
-    let tmp = dir.join(tmp_name);
-    let result = (|| {
-        let mut f = File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)?;
-        File::open(dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
     }
-    result
+}
+
+/// Refuses a state directory that someone else could write: they could plant links, replace
+/// the state between runs or swap the journal, and root would act on it. A missing directory
+/// is fine (a real run creates it, a dry run reads nothing).
+pub fn check_dir(state_file: &Path) -> Result<()> {
+    let dir = state_dir(state_file);
+    let meta = match fs::metadata(dir) {
+        Ok(m) => m,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+        Err(e) => {
+            return Err(e)
+                .with_context(|| format!("cannot inspect the state directory {}", dir.display()));
+        }
+    };
+    if !meta.is_dir() {
+        bail!("state directory {} is not a directory", dir.display());
+    }
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    match distrust(meta.mode(), meta.uid(), euid) {
+        Some(why) => bail!(
+            "state directory {} {why}; use a directory only this user can write, e.g. {}",
+            dir.display(),
+            DEFAULT_DIR
+        ),
+        None => Ok(()),
+    }
+}
+
+const DEFAULT_DIR: &str = "/var/lib/guerite";
+
+/// What makes a directory with this mode and owner untrustworthy to a process running as
+/// `euid`, if anything.
+fn distrust(mode: u32, owner: u32, euid: u32) -> Option<String> {
+    let mode = mode & 0o7777;
+    if mode & 0o002 != 0 {
+        Some(format!("is writable by others (mode {mode:04o})"))
+    } else if mode & 0o020 != 0 {
+        Some(format!("is writable by its group (mode {mode:04o})"))
+    } else if owner != euid && owner != 0 {
+        Some(format!(
+            "is owned by uid {owner}, neither this user (uid {euid}) nor root"
+        ))
+    } else {
+        None
+    }
+}
+
+/// Creates the state directory 0700 whatever the umask (and any missing parent, alike), then
+/// checks it as `check_dir` does: an existing one is used as it is if it is trusted.
+pub fn create_dir(state_file: &Path) -> Result<()> {
+    let dir = state_dir(state_file);
+    if fs::symlink_metadata(dir).is_err() {
+        let made = || -> std::io::Result<()> {
+            DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+            // The umask may have taken bits from 0700 (or the parent's default ACL added
+            // some): set the mode itself, on the directory just opened, not on a path.
+            let handle = OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
+                .open(dir)?;
+            handle.set_permissions(fs::Permissions::from_mode(0o700))
+        };
+        made().with_context(|| format!("cannot create the state directory {}", dir.display()))?;
+    }
+    check_dir(state_file)
+}
+
+/// Same-directory temporary file with an unpredictable name, created exclusively with mode
+/// 0600 (so nothing planted at its name is followed or reused), fsync, rename, fsync of the
+/// directory.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = state_dir(path);
+    let mut prefix = path.file_name().unwrap_or_default().to_os_string();
+    prefix.push(".tmp-");
+    let mut tmp = tempfile::Builder::new().prefix(&prefix).tempfile_in(dir)?;
+    // tempfile asks for 0600, but the umask could still take bits from it.
+    tmp.as_file()
+        .set_permissions(fs::Permissions::from_mode(0o600))?;
+    tmp.write_all(bytes)?;
+    tmp.as_file().sync_all()?;
+    // On failure the temporary file comes back inside the error and is removed with it.
+    tmp.persist(path).map_err(|e| e.error)?;
+    File::open(dir)?.sync_all()
 }
 
 #[cfg(test)]
@@ -244,30 +429,184 @@ mod tests {
         fs::write(&path, "{\"version\": 1, \"containers\": ").unwrap();
         let (s, how) = State::load(&path, now(), true).unwrap();
         assert_eq!(s.containers.len() + s.journal.len(), 0);
-        assert!(matches!(how, Loaded::MovedAside(_)));
+        assert!(matches!(how, Loaded::MovedAside { .. }));
         assert!(path.exists(), "a read-only load leaves the file alone");
 
         let (_, how) = State::load(&path, now(), false).unwrap();
         let aside = path.with_file_name("state.json.corrupt-20261121T120000Z");
-        assert_eq!(how, Loaded::MovedAside(aside.clone()));
+        assert_eq!(
+            how,
+            Loaded::MovedAside {
+                to: aside.clone(),
+                why: Unusable::DoesNotParse
+            }
+        );
         assert!(!path.exists() && aside.exists());
+
+        // A second one in the same second does not clobber the first.
+        fs::write(&path, [0xff, 0xfe, 0x00]).unwrap();
+        let (_, how) = State::load(&path, now(), false).unwrap();
+        let second = path.with_file_name("state.json.corrupt-20261121T120000Z-2");
+        assert_eq!(
+            how,
+            Loaded::MovedAside {
+                to: second.clone(),
+                why: Unusable::DoesNotParse
+            }
+        );
+        assert_eq!(
+            fs::read(&aside).unwrap(),
+            b"{\"version\": 1, \"containers\": "
+        );
+        assert_eq!(fs::read(&second).unwrap(), [0xff, 0xfe, 0x00]);
     }
 
     #[test]
-    fn wrong_shape_counts_as_corrupt_but_newer_version_is_refused() {
-        let path = scratch("version");
-        fs::write(&path, r#"{"version": 1, "containers": []}"#).unwrap();
-        assert!(matches!(
-            State::load(&path, now(), true).unwrap().1,
-            Loaded::MovedAside(_)
-        ));
-        fs::write(&path, r#"{"version": 9}"#).unwrap();
-        let err = State::load(&path, now(), false).unwrap_err().to_string();
-        assert!(
-            err.contains("has version 9, newer than this guerite understands (1)"),
-            "{err}"
+    fn a_link_a_fifo_and_an_oversized_file_are_moved_aside_unread() {
+        let path = scratch("unusable");
+        let victim = path.with_file_name("victim");
+        fs::write(&victim, r#"{"version": 1}"#).unwrap();
+        std::os::unix::fs::symlink(&victim, &path).unwrap();
+        let (s, how) = State::load(&path, now(), false).unwrap();
+        assert_eq!(
+            s,
+            State {
+                instance: s.instance.clone(),
+                ..State::fresh()
+            },
+            "a fresh state"
         );
-        assert!(path.exists(), "a newer file is never moved or rewritten");
+        let aside = path.with_file_name("state.json.corrupt-20261121T120000Z");
+        assert_eq!(
+            how,
+            Loaded::MovedAside {
+                to: aside.clone(),
+                why: Unusable::Symlink
+            }
+        );
+        assert_eq!(
+            fs::read_link(&aside).unwrap(),
+            victim,
+            "the link itself moved"
+        );
+
+        let fifo = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+        let (_, how) = State::load(&path, now(), true).unwrap();
+        assert!(
+            matches!(
+                how,
+                Loaded::MovedAside {
+                    why: Unusable::NotRegular,
+                    ..
+                }
+            ),
+            "{how:?}"
+        );
+        fs::remove_file(&path).unwrap();
+
+        // Valid JSON, padded past the cap: the size alone decides.
+        let mut big = br#"{"version": 1}"#.to_vec();
+        big.resize(MAX_STATE_BYTES as usize + 1, b' ');
+        fs::write(&path, &big).unwrap();
+        let (_, how) = State::load(&path, now(), true).unwrap();
+        assert!(
+            matches!(how, Loaded::MovedAside { why: Unusable::TooLarge(n), .. } if n == MAX_STATE_BYTES + 1),
+            "{how:?}"
+        );
+        big.truncate(MAX_STATE_BYTES as usize);
+        fs::write(&path, &big).unwrap();
+        assert_eq!(State::load(&path, now(), true).unwrap().1, Loaded::Existing);
+    }
+
+    #[test]
+    fn aside_names_skip_taken_ones() {
+        let path = Path::new("/s/state.json");
+        let cases: &[(&[&str], &str)] = &[
+            (&[], "/s/state.json.corrupt-20261121T120000Z"),
+            (
+                &["/s/state.json.corrupt-20261121T120000Z"],
+                "/s/state.json.corrupt-20261121T120000Z-2",
+            ),
+            (
+                &[
+                    "/s/state.json.corrupt-20261121T120000Z",
+                    "/s/state.json.corrupt-20261121T120000Z-2",
+                ],
+                "/s/state.json.corrupt-20261121T120000Z-3",
+            ),
+        ];
+        for (taken, want) in cases {
+            let got = aside_path(path, now(), |p| taken.iter().any(|t| Path::new(t) == p));
+            assert_eq!(got, Ok(PathBuf::from(want)), "{taken:?}");
+        }
+        let err = aside_path(path, now(), |_| true).unwrap_err();
+        assert_eq!(
+            err,
+            "1000 names from /s/state.json.corrupt-20261121T120000Z on are taken"
+        );
+    }
+
+    #[test]
+    fn directories_others_can_write_are_distrusted() {
+        let cases: &[(u32, u32, u32, Option<&str>)] = &[
+            (0o40700, 0, 0, None),
+            (0o40755, 0, 0, None),
+            (0o40755, 0, 1000, None),
+            (0o40700, 1000, 1000, None),
+            (0o41777, 0, 0, Some("is writable by others (mode 1777)")),
+            (
+                0o40777,
+                1000,
+                1000,
+                Some("is writable by others (mode 0777)"),
+            ),
+            (0o40702, 0, 0, Some("is writable by others (mode 0702)")),
+            (0o40770, 0, 0, Some("is writable by its group (mode 0770)")),
+            (0o42775, 0, 0, Some("is writable by its group (mode 2775)")),
+            (
+                0o40700,
+                1000,
+                0,
+                Some("is owned by uid 1000, neither this user (uid 0) nor root"),
+            ),
+            (
+                0o40700,
+                1001,
+                1000,
+                Some("is owned by uid 1001, neither this user (uid 1000) nor root"),
+            ),
+        ];
+        for (mode, owner, euid, want) in cases {
+            assert_eq!(
+                distrust(*mode, *owner, *euid).as_deref(),
+                *want,
+                "{mode:o} {owner} {euid}"
+            );
+        }
+    }
+
+    #[test]
+    fn created_directory_and_saved_file_are_private() {
+        let path = scratch("modes").with_file_name("deeper/state.json");
+        create_dir(&path).unwrap();
+        let mode = |p: &Path| fs::symlink_metadata(p).unwrap().mode() & 0o7777;
+        assert_eq!(mode(path.parent().unwrap()), 0o700);
+        State::fresh().save(&path).unwrap();
+        assert_eq!(mode(&path), 0o600);
+        // A wider directory someone made is refused, by load as well.
+        fs::set_permissions(path.parent().unwrap(), fs::Permissions::from_mode(0o777)).unwrap();
+        let err = State::load(&path, now(), true).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            format!(
+                "state directory {} is writable by others (mode 0777); use a directory only \
+                 this user can write, e.g. /var/lib/guerite",
+                path.parent().unwrap().display()
+            )
+        );
+        assert!(create_dir(&path).is_err());
     }
 
     #[test]

@@ -590,11 +590,13 @@ impl<'a> From<&'a Container> for Subject<'a> {
     }
 }
 
-/// The container's own StopTimeout wins; the variable covers containers that set none.
+/// The container's own StopTimeout wins; the variable covers containers that set none. Clamped
+/// to the variable's bound: the engine accepts any 64-bit number there, and a deadline must be
+/// computable from it.
 pub fn stop_timeout(d: &Details, config: &Config) -> Duration {
     d.stop_timeout
         .and_then(|t| u64::try_from(t).ok())
-        .map(Duration::from_secs)
+        .map(|t| Duration::from_secs(t.min(crate::config::MAX_SECONDS)))
         .unwrap_or(config.stop_timeout)
 }
 
