@@ -50,7 +50,7 @@ fi
 
 # --- packages ------------------------------------------------------------------------------
 missing=()
-for p in docker.io docker-registry busybox-static socat curl apache2-utils; do
+for p in docker.io docker-registry busybox-static socat curl apache2-utils openssl python3; do
   # dpkg -s alone also succeeds for removed packages whose config files remain.
   [[ $(dpkg-query -W -f='${Status}' "$p" 2>/dev/null) == "install ok installed" ]] || missing+=("$p")
 done

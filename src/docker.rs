@@ -14,11 +14,13 @@ use bollard::query_parameters::{
     StartContainerOptions, StopContainerOptions,
 };
 use chrono::{DateTime, Utc};
+use hyper_util::rt::TokioExecutor;
 
 use bollard::auth::DockerCredentials;
 
 use crate::config::DockerEndpoint;
 use crate::engine::{Container, Details, Health, ImageInfo, RunState};
+use crate::engine_tls::{self, ClientFiles};
 use crate::recreate::{self, Spec};
 
 /// Bounds every ordinary call, so that a stuck daemon cannot hang a cron run forever.
@@ -88,7 +90,23 @@ fn describe(e: &bollard::errors::Error) -> String {
         bollard::errors::Error::RequestTimeoutError => {
             "the Docker engine did not answer in time".into()
         }
-        other => other.to_string(),
+        bollard::errors::Error::HyperLegacyError { err } => {
+            // "client error (Connect)" alone does not say what failed; its causes do.
+            let mut text = err.to_string();
+            let mut source = std::error::Error::source(err);
+            while let Some(cause) = source {
+                let cause_text = cause.to_string();
+                if !text.contains(&cause_text) {
+                    text = format!("{text}: {cause_text}");
+                }
+                source = cause.source();
+            }
+            text
+        }
+        other => match tls_failure(other) {
+            Some(failure) => failure.to_string(),
+            None => other.to_string(),
+        },
     }
 }
 
@@ -99,25 +117,13 @@ impl Docker {
         let version = bollard::API_DEFAULT_VERSION;
         let secs = CONNECT_TIMEOUT.as_secs();
         let client = match &endpoint.tls_cert_path {
-            Some(dir) => bollard::Docker::connect_with_ssl(
-                host,
-                &dir.join("key.pem"),
-                &dir.join("cert.pem"),
-                &dir.join("ca.pem"),
-                secs,
-                version,
-            )
-            .map_err(|e| {
-                anyhow!(
-                    "cannot load the TLS client files (ca.pem, cert.pem, key.pem) from {} for DOCKER_HOST {host}: {}",
-                    dir.display(),
-                    describe(&e)
-                )
-            })?,
+            Some(dir) => tls_client(host, &ClientFiles::in_dir(dir), secs, version)?,
             None if host.starts_with("unix://") => {
-                bollard::Docker::connect_with_unix(host, secs, version).map_err(|e| unreachable(host, &e))?
+                bollard::Docker::connect_with_unix(host, secs, version)
+                    .map_err(|e| unreachable(host, &e))?
             }
-            None => bollard::Docker::connect_with_http(host, secs, version).map_err(|e| unreachable(host, &e))?,
+            None => bollard::Docker::connect_with_http(host, secs, version)
+                .map_err(|e| unreachable(host, &e))?,
         };
         let client = client
             .negotiate_version()
@@ -467,7 +473,62 @@ impl Docker {
     }
 }
 
+/// A bollard client over our own TLS (engine_tls.rs: only ca.pem is trusted). The client files
+/// are loaded here, before anything connects. The timeouts stay bollard's: it bounds every
+/// request future, this transport's included.
+fn tls_client(
+    host: &str,
+    files: &ClientFiles,
+    secs: u64,
+    version: &bollard::ClientVersion,
+) -> Result<bollard::Docker> {
+    let (connector, explainer) = engine_tls::connector(host, files).map_err(|e| anyhow!(e))?;
+    let mut builder = hyper_util::client::legacy::Client::builder(TokioExecutor::new());
+    // As bollard's own clients: a fresh connection per request, never a pooled one the engine
+    // may have closed meanwhile.
+    builder.pool_max_idle_per_host(0);
+    let client = builder.build(connector);
+    let transport = move |request: bollard::BollardRequest| {
+        let response = client.request(request);
+        let explainer = explainer.clone();
+        async move {
+            response.await.map_err(|e| match explainer.explain(&e) {
+                // Carried as an io::Error that `describe` and `unreachable` recognise.
+                Some(failure) => bollard::errors::Error::IOError {
+                    err: std::io::Error::other(failure),
+                },
+                None => e.into(),
+            })
+        }
+    };
+    // bollard puts this scheme and address in every request URI; the connector adds TLS.
+    let address = host
+        .strip_prefix("tcp://")
+        .or_else(|| host.strip_prefix("https://"))
+        .unwrap_or(host);
+    bollard::Docker::connect_with_custom_transport(
+        transport,
+        Some(format!("https://{address}")),
+        secs,
+        version,
+    )
+    .map_err(|e| unreachable(host, &e))
+}
+
+/// The TLS failure a request error carries, if any (see `tls_client`).
+fn tls_failure(e: &bollard::errors::Error) -> Option<&engine_tls::Failure> {
+    match e {
+        bollard::errors::Error::IOError { err } => err.get_ref()?.downcast_ref(),
+        _ => None,
+    }
+}
+
 fn unreachable(host: &str, e: &bollard::errors::Error) -> anyhow::Error {
+    // A TLS failure names its cause; "Is dockerd running" would send the operator the wrong
+    // way, since something did answer.
+    if let Some(failure) = tls_failure(e) {
+        return anyhow!("{failure}");
+    }
     anyhow!(
         "cannot reach the Docker engine at {host}: {}. Is dockerd running, and may this user use it? \
          Set DOCKER_HOST to choose another endpoint.",

@@ -8,6 +8,7 @@ mod config;
 mod credentials;
 mod docker;
 mod engine;
+mod engine_tls;
 mod execute;
 mod journal;
 mod labels;
