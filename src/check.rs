@@ -454,16 +454,26 @@ pub async fn check(
         Some(n) => match views.first() {
             Some(v) if json => serde_json::to_string_pretty(v)? + "\n",
             Some(v) => render_one(config, v),
-            None if state.journal.contains_key(n) => {
-                let j = &state.journal[n];
-                let msg = format!(
-                    "{n} is not under its name right now\n  journal: {} started {}, stopped at {}; the next run finishes or undoes it\n",
-                    j.kind,
-                    local(j.started, config.tz, TIME),
-                    j.phase.as_str()
-                );
+            None if state.journal.contains_key(n) || busy.contains_key(n) => {
+                let entry = state.journal.get(n);
+                let mut msg = format!("{n} is not under its name right now\n");
+                if let Some(j) = entry {
+                    msg.push_str(&format!(
+                        "  journal: {} started {}, stopped at {}; the next run finishes or undoes it\n",
+                        j.kind,
+                        local(j.started, config.tz, TIME),
+                        j.phase.as_str()
+                    ));
+                }
+                if let Some(why) = busy.get(n) {
+                    msg.push_str(&format!("  claimed: {why}\n"));
+                }
                 if json {
-                    serde_json::to_string_pretty(j)? + "\n"
+                    serde_json::to_string_pretty(&serde_json::json!({
+                        "name": n,
+                        "journal": entry,
+                        "claimed": busy.get(n),
+                    }))? + "\n"
                 } else {
                     msg
                 }

@@ -36,11 +36,13 @@ pub enum Command {
 #[derive(Args, Debug)]
 pub struct RunArgs {
     /// Print the plan; change nothing (no pull, no container change, no state write).
-    #[arg(long, env = "GUERITE_DRY_RUN", num_args = 0..=1, default_missing_value = "true",
+    #[arg(long, env = "GUERITE_DRY_RUN", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true",
           value_name = "BOOL")]
     pub dry_run: Option<OsString>,
     /// Print the run report as JSON on stdout.
-    #[arg(long, env = "GUERITE_JSON", num_args = 0..=1, default_missing_value = "true",
+    #[arg(long, env = "GUERITE_JSON", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true",
           value_name = "BOOL")]
     pub json: Option<OsString>,
     /// Only consider these containers (repeat, or comma-separated).
@@ -57,7 +59,8 @@ pub struct CheckArgs {
     /// A container to diagnose in detail; without it, a table of all monitored containers.
     pub name: Option<OsString>,
     /// Print JSON instead of text.
-    #[arg(long, env = "GUERITE_JSON", num_args = 0..=1, default_missing_value = "true",
+    #[arg(long, env = "GUERITE_JSON", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true",
           value_name = "BOOL")]
     pub json: Option<OsString>,
     /// Evaluate schedules as if it were this time (RFC 3339, or `YYYY-MM-DD HH:MM` in GUERITE_TZ).

@@ -63,6 +63,16 @@ impl Executor<'_> {
                 detail: "no labelled container has this name".into(),
             });
         }
+        for (name, why) in &plan.away {
+            warn!("{name}: skipped: {why}");
+            items.push(Item {
+                container: name.clone(),
+                action: None,
+                outcome: Outcome::Skipped,
+                trigger: None,
+                detail: why.clone(),
+            });
+        }
         for cycle in &plan.cycles {
             let path = cycle.join(" -> ");
             warn!("dependency cycle {path}: ordered by name instead");

@@ -216,6 +216,9 @@ pub struct Plan<'a> {
     pub containers: Vec<Planned<'a>>,
     /// Names given with --only that match no labelled container.
     pub unknown: Vec<String>,
+    /// Names given with --only that are not under their name because someone is working on
+    /// them (another guerite, an unfinished swap), with why.
+    pub away: Vec<(String, String)>,
     /// Dependency cycles, each as a path back to its start; broken by name order.
     pub cycles: Vec<Vec<String>>,
 }
@@ -249,14 +252,17 @@ pub fn plan<'c>(input: &Input<'_, 'c>) -> Plan<'c> {
         .collect();
     let (ordered, cycles) = order::order(&names, &deps);
     containers.sort_by_key(|p| ordered.iter().position(|n| *n == p.container.name));
-    let unknown = only
+    let (away, unknown): (Vec<&str>, Vec<&str>) = only
         .iter()
         .filter(|n| !containers.iter().any(|p| p.container.name == **n))
-        .map(|n| n.to_string())
-        .collect();
+        .partition(|n| input.busy.contains_key(**n));
     Plan {
         containers,
-        unknown,
+        unknown: unknown.into_iter().map(str::to_string).collect(),
+        away: away
+            .into_iter()
+            .map(|n| (n.to_string(), input.busy[n].clone()))
+            .collect(),
         cycles,
     }
 }
@@ -314,10 +320,6 @@ fn plan_container<'c>(input: &Input<'_, 'c>, c: &'c Container) -> Planned<'c> {
         planned.verdicts = whole(reason);
         return planned;
     }
-    if let Some(why) = input.busy.get(&c.name) {
-        planned.verdicts = whole(Reason::Busy { why: why.clone() });
-        return planned;
-    }
     let settings = match labels::parse(&c.labels, &cfg.labels, cfg.defaults) {
         Ok(s) => s,
         Err(errors) => {
@@ -373,7 +375,10 @@ fn plan_container<'c>(input: &Input<'_, 'c>, c: &'c Container) -> Planned<'c> {
         let decision = match decision {
             Decision::Act(trigger) => match gate(kind, trigger, c) {
                 Some(reason) => Decision::Skip(reason),
-                None => Decision::Act(trigger),
+                None => match input.busy.get(&c.name) {
+                    Some(why) => Decision::Skip(Reason::Busy { why: why.clone() }),
+                    None => Decision::Act(trigger),
+                },
             },
             skip => skip,
         };

@@ -493,12 +493,12 @@ fn lost_entry(claim: &Claim, family: &[&Container]) -> Option<Entry> {
     if !claim.swap || !journal::is_full_id(&claim.old_id) {
         return None;
     }
-    let leftovers = family.iter().any(|c| journal::leftover(&c.name).is_some());
-    let holder = family.iter().find(|c| c.name == claim.base);
-    // Nothing aside and the old container under its name: the swap finished its undo.
-    if !leftovers && holder.is_some_and(|h| h.id == claim.old_id) {
+    // Nothing aside: the swap got to its end (its commit removed the old container, or its
+    // undo gave it its name back) before the claim could go.
+    if !family.iter().any(|c| journal::leftover(&c.name).is_some()) {
         return None;
     }
+    let holder = family.iter().find(|c| c.name == claim.base);
     let created_since = |t: DateTime<Utc>| t + chrono::TimeDelta::seconds(1) >= claim.created;
     let new_id = holder
         .filter(|h| h.id != claim.old_id && created_since(h.created))
@@ -583,9 +583,10 @@ mod tests {
             None,
             "undo finished: nothing left"
         );
-        assert!(
-            lost_entry(&update, &[&new_in_place]).is_some(),
-            "commit removed the old one: recovery keeps the new one"
+        assert_eq!(
+            lost_entry(&update, &[&new_in_place]),
+            None,
+            "commit finished: nothing left"
         );
         assert_eq!(
             lost_entry(&claim(ActionKind::Restart), &[&old_aside]),

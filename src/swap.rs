@@ -159,8 +159,13 @@ impl Swapper<'_> {
             },
         );
         let claim_name = claim::name(name);
-        // Twice: a claim released between our create and our look is gone by the second try.
-        for _ in 0..2 {
+        // The engine reserves a name before the container shows in its list, and frees it
+        // after the container left the list: a claim being made or removed holds the name
+        // unseen for a moment. Look a few times before calling it busy.
+        for attempt in 0..5 {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
             match self
                 .docker
                 .create_claim(&claim_name, subject.image_id, labels.clone())
@@ -191,7 +196,9 @@ impl Swapper<'_> {
                 Err(e) => return Claimed::Failed(format!("cannot read its claim: {e}")),
             }
         }
-        Claimed::Failed(format!("{claim_name} keeps changing hands"))
+        Claimed::Busy(format!(
+            "another guerite is working on it (its claim {claim_name} is being made or removed)"
+        ))
     }
 
     /// A claim that cannot be removed is cleared by the next run: it is ours.

@@ -379,3 +379,65 @@ impl std::fmt::Debug for Run {
         )
     }
 }
+
+/// A guerite run stopped at a crash point (the `crash-hooks` feature), with its stderr.
+pub struct Frozen {
+    pub child: std::process::Child,
+    lines: std::thread::JoinHandle<Vec<String>>,
+}
+
+impl Frozen {
+    /// Starts `cmd` with `GUERITE_TEST_CRASH_AT=point` and returns once it is there. Its stderr
+    /// keeps being read, so that a run that goes on never blocks on a full pipe.
+    pub fn at(mut cmd: Command, point: &str) -> Frozen {
+        use std::io::{BufRead, BufReader};
+        let mut child = cmd
+            .env("GUERITE_TEST_CRASH_AT", point)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("guerite starts");
+        let stderr = BufReader::new(child.stderr.take().unwrap());
+        let (tx, rx) = std::sync::mpsc::channel();
+        let marker = format!("guerite-crash-point {point}");
+        let lines = std::thread::spawn(move || {
+            let mut seen = Vec::new();
+            for line in stderr.lines().map_while(Result::ok) {
+                if line.contains(&marker) {
+                    let _ = tx.send(());
+                }
+                seen.push(line);
+            }
+            seen
+        });
+        if rx.recv_timeout(Duration::from_secs(120)).is_err() {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{point}: never reached: {:?}", lines.join().unwrap());
+        }
+        Frozen { child, lines }
+    }
+
+    /// SIGKILL: no destructor, no cleanup, like a power cut for the process.
+    pub fn kill(mut self) -> Vec<String> {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+        self.lines.join().unwrap()
+    }
+
+    /// Lets a run frozen with `GUERITE_TEST_RESUME_FILE=file` go on, and waits for its end.
+    pub fn resume(mut self, file: &Path) -> Run {
+        std::fs::write(file, b"go").unwrap();
+        let status = self.child.wait().unwrap();
+        let mut stdout = String::new();
+        use std::io::Read;
+        if let Some(mut out) = self.child.stdout.take() {
+            let _ = out.read_to_string(&mut stdout);
+        }
+        Run {
+            code: status.code().unwrap_or(-1),
+            stdout,
+            stderr: self.lines.join().unwrap().join("\n"),
+        }
+    }
+}
