@@ -48,13 +48,16 @@ pub enum CallError {
     /// 404: for calls about one container, someone else removed it; the daemon's message
     /// says which object was missing.
     Gone(String),
+    /// The engine answered with another error status: it has finished with the request.
+    Refused(String),
+    /// No answer (a timeout, a broken connection): the engine may still be carrying it out.
     Other(anyhow::Error),
 }
 
 impl std::fmt::Display for CallError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            CallError::Gone(m) => f.write_str(m),
+            CallError::Gone(m) | CallError::Refused(m) => f.write_str(m),
             CallError::Other(e) => write!(f, "{e:#}"),
         }
     }
@@ -75,6 +78,9 @@ impl From<bollard::errors::Error> for CallError {
                 status_code: 404,
                 message,
             } => CallError::Gone(message),
+            answered @ bollard::errors::Error::DockerResponseServerError { .. } => {
+                CallError::Refused(describe(&answered))
+            }
             other => CallError::Other(anyhow!(describe(&other))),
         }
     }

@@ -356,10 +356,14 @@ impl Swapper<'_> {
                 timeout_seconds: timeout.as_secs(),
             });
             self.enter(state, entry, Phase::StopOld).map_err(saved)?;
-            self.docker
-                .stop(&old.id, timeout)
-                .await
-                .map_err(|e| call("stop the old container", e))?;
+            if let Err(e) = self.docker.stop(&old.id, timeout).await {
+                // An engine that answered is done with the stop; only one that did not may
+                // still be carrying it out.
+                if !matches!(e, CallError::Other(_)) {
+                    entry.stop = None;
+                }
+                return Err(call("stop the old container", e));
+            }
         } else {
             self.enter(state, entry, Phase::StopOld).map_err(saved)?;
         }

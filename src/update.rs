@@ -182,10 +182,7 @@ pub async fn pull(docker: &Docker, reference: &ImageRef, text: &str) -> Result<I
         identity_token: a.identity_token.clone(),
         server: a.server_address().to_string(),
     });
-    let failed = |e: CallError| match e {
-        CallError::Gone(m) => format!("pull {text}: {m}"),
-        CallError::Other(e) => format!("pull {text}: {e:#}"),
-    };
+    let failed = |e: CallError| format!("pull {text}: {e}");
     docker.pull(text, auth).await.map_err(failed)?;
     docker.image(text).await.map_err(failed)
 }

@@ -298,3 +298,43 @@ fn an_unhealthy_container_is_replaced_once_per_backoff() {
     assert!(next.stdout.contains("backing off"), "{next:?}");
     assert_eq!(bed.inspect(&web, "{{.Id}}"), new_id);
 }
+
+/// Killed while undoing a failed swap: the next run finishes the rollback, and the failure
+/// is counted once (it was recorded before the undo began).
+#[cfg(feature = "crash-hooks")]
+#[test]
+fn a_kill_during_a_rollback_is_finished_and_counted_once() {
+    let bed = Bed::new();
+    let web = with_data(
+        &bed,
+        "web",
+        &[("recreate", "0 0 1 1 *")],
+        &[
+            "--health-cmd",
+            "false",
+            "--health-interval",
+            "1s",
+            "--health-retries",
+            "1",
+        ],
+    );
+    let old_id = bed.inspect(&web, "{{.Id}}");
+    let mut cmd = bed.guerite();
+    cmd.args(["run", "--force", "recreate", "--only", &web])
+        .env("GUERITE_HEALTH_CHECK_TIMEOUT_SECONDS", "20");
+    common::Frozen::at(cmd, "before:undo").kill();
+    let run = bed.run(&["run", "--json"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let report: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(
+        report["items"][0]["detail"],
+        "finished rolling back the failed recreate: the old container is back",
+        "{report}"
+    );
+    assert_intact(&bed, &web, "rollback finished");
+    assert_eq!(bed.inspect(&web, "{{.Id}}"), old_id);
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(bed.state_file()).unwrap()).unwrap();
+    assert_eq!(state["containers"][&web]["failures"], 1, "{state}");
+    assert!(state.get("journal").is_none(), "{state}");
+}
