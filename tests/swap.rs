@@ -3,46 +3,12 @@
 
 mod common;
 
-#[cfg(feature = "crash-hooks")]
-use std::io::{BufRead, BufReader};
-#[cfg(feature = "crash-hooks")]
-use std::process::Stdio;
-
 use common::Bed;
-
-/// A container with a named volume holding data, that stops promptly.
-fn with_data(bed: &Bed, short: &str, labels: &[(&str, &str)], extra: &[&str]) -> String {
-    let volume = bed.volume(&format!("{short}-data"));
-    let mount = format!("{volume}:/data");
-    let mut args = vec!["-v", mount.as_str()];
-    args.extend_from_slice(extra);
-    let name = bed.container(short, labels, &args);
-    bed.docker(&["exec", &name, "sh", "-c", "echo kept > /data/proof"]);
-    name
-}
-
-fn assert_intact(bed: &Bed, name: &str, why: &str) {
-    assert_eq!(
-        bed.names(),
-        vec![name.to_string()],
-        "{why}: exactly one container, no leftovers"
-    );
-    assert_eq!(
-        bed.inspect(name, "{{.State.Running}}"),
-        "true",
-        "{why}: running"
-    );
-    assert_eq!(
-        bed.docker(&["exec", name, "cat", "/data/proof"]),
-        "kept",
-        "{why}: data kept"
-    );
-}
 
 #[test]
 fn forced_recreate_keeps_the_name_and_the_data() {
     let bed = Bed::new();
-    let web = with_data(&bed, "web", &[("recreate", "0 0 1 1 *")], &[]);
+    let web = bed.with_data("web", &[("recreate", "0 0 1 1 *")], &[]);
     let old_id = bed.inspect(&web, "{{.Id}}");
     let run = bed
         .guerite()
@@ -57,7 +23,7 @@ fn forced_recreate_keeps_the_name_and_the_data() {
         "{run:?}"
     );
     assert_ne!(bed.inspect(&web, "{{.Id}}"), old_id, "a new container");
-    assert_intact(&bed, &web, "after recreate");
+    bed.assert_intact(&web, "after recreate");
     let state: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(bed.state_file()).unwrap()).unwrap();
     assert!(state.get("journal").is_none(), "journal cleared: {state}");
@@ -66,8 +32,7 @@ fn forced_recreate_keeps_the_name_and_the_data() {
 #[test]
 fn a_replacement_that_never_gets_healthy_is_rolled_back() {
     let bed = Bed::new();
-    let web = with_data(
-        &bed,
+    let web = bed.with_data(
         "web",
         &[("recreate", "* * * * *")],
         &[
@@ -97,7 +62,7 @@ fn a_replacement_that_never_gets_healthy_is_rolled_back() {
         old_id,
         "the old container is back"
     );
-    assert_intact(&bed, &web, "after rollback");
+    bed.assert_intact(&web, "after rollback");
 
     // The failure backs the next scheduled attempt off.
     bed.wait_for_minute_boundary();
@@ -129,33 +94,10 @@ fn crash_at(bed: Bed, point: &str, replaced: bool) {
     bed.docker(&["exec", &web, "sh", "-c", "echo kept > /data/proof"]);
     let old_id = bed.inspect(&web, "{{.Id}}");
     version(2);
-    let mut child = bed
-        .guerite()
-        .args(["run", "--force", "update", "--only", &web])
-        .env("GUERITE_TEST_CRASH_AT", point)
-        .env("GUERITE_SETTLE_SECONDS", "1")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut seen = Vec::new();
-    for line in stderr.lines() {
-        let line = line.unwrap();
-        let reached = line.contains(&format!("guerite-crash-point {point}"));
-        seen.push(line);
-        if reached {
-            break;
-        }
-    }
-    assert!(
-        seen.last()
-            .is_some_and(|l| l.contains("guerite-crash-point")),
-        "{point}: never reached: {seen:?}"
-    );
-    // SIGKILL: no destructor, no cleanup, like a power cut for the process.
-    child.kill().unwrap();
-    child.wait().unwrap();
+    let mut cmd = bed.guerite();
+    cmd.args(["run", "--force", "update", "--only", &web])
+        .env("GUERITE_SETTLE_SECONDS", "1");
+    common::Frozen::at(cmd, point).kill();
     let check = bed.run(&["check", &web]);
     assert!(
         check.stdout.contains("journal: update started"),
@@ -170,7 +112,7 @@ fn crash_at(bed: Bed, point: &str, replaced: bool) {
         .unwrap();
     let run = common::Run::from(run);
     assert_eq!(run.code, 0, "{point}: {run:?}");
-    assert_intact(&bed, &web, point);
+    bed.assert_intact(&web, point);
     let id = bed.inspect(&web, "{{.Id}}");
     assert_eq!(id != old_id, replaced, "{point}: replaced? {run:?}");
     let env = bed.inspect(&web, "{{json .Config.Env}}");
@@ -232,15 +174,14 @@ fn leftovers_of_the_python_original_are_restored() {
     bed.container("web-guerite-new-1a2b3c", &[("restart", "0 0 1 1 *")], &[]);
     let run = bed.run(&["run"]);
     assert_eq!(run.code, 0, "{run:?}");
-    assert_intact(&bed, &web, "python leftovers");
+    bed.assert_intact(&web, "python leftovers");
 }
 
 #[test]
 fn an_unhealthy_container_is_replaced_once_per_backoff() {
     let bed = Bed::new();
     // Healthy until /sick exists; the root file system is not a volume, so a replacement starts healthy.
-    let web = with_data(
-        &bed,
+    let web = bed.with_data(
         "web",
         &[("health", "* * * * *")],
         &[
@@ -288,7 +229,7 @@ fn an_unhealthy_container_is_replaced_once_per_backoff() {
         "{run:?}"
     );
     assert_ne!(bed.inspect(&web, "{{.Id}}"), old_id);
-    assert_intact(&bed, &web, "after the health replacement");
+    bed.assert_intact(&web, "after the health replacement");
 
     // Sick again at once: the next scheduled check waits for the backoff.
     let new_id = bed.inspect(&web, "{{.Id}}");
@@ -305,8 +246,7 @@ fn an_unhealthy_container_is_replaced_once_per_backoff() {
 #[test]
 fn a_kill_during_a_rollback_is_finished_and_counted_once() {
     let bed = Bed::new();
-    let web = with_data(
-        &bed,
+    let web = bed.with_data(
         "web",
         &[("recreate", "0 0 1 1 *")],
         &[
@@ -331,7 +271,7 @@ fn a_kill_during_a_rollback_is_finished_and_counted_once() {
         "finished rolling back the failed recreate: the old container is back",
         "{report}"
     );
-    assert_intact(&bed, &web, "rollback finished");
+    bed.assert_intact(&web, "rollback finished");
     assert_eq!(bed.inspect(&web, "{{.Id}}"), old_id);
     let state: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(bed.state_file()).unwrap()).unwrap();

@@ -217,6 +217,37 @@ impl Bed {
         reference.to_string()
     }
 
+    /// A container with a named volume holding a proof file, that stops promptly.
+    pub fn with_data(&self, short: &str, labels: &[(&str, &str)], extra: &[&str]) -> String {
+        let volume = self.volume(&format!("{short}-data"));
+        let mount = format!("{volume}:/data");
+        let mut args = vec!["-v", mount.as_str()];
+        args.extend_from_slice(extra);
+        let name = self.container(short, labels, &args);
+        self.docker(&["exec", &name, "sh", "-c", "echo kept > /data/proof"]);
+        name
+    }
+
+    /// The rule after any swap, crash or rollback: exactly one container of this test (no
+    /// leftover, no claim), under the name, running, with its data.
+    pub fn assert_intact(&self, name: &str, why: &str) {
+        assert_eq!(
+            self.names(),
+            vec![name.to_string()],
+            "{why}: exactly one container, no leftovers"
+        );
+        assert_eq!(
+            self.inspect(name, "{{.State.Running}}"),
+            "true",
+            "{why}: running"
+        );
+        assert_eq!(
+            self.docker(&["exec", name, "cat", "/data/proof"]),
+            "kept",
+            "{why}: data kept"
+        );
+    }
+
     /// A named volume of this test, removed with the bed.
     pub fn volume(&self, short: &str) -> String {
         let name = self.name(short);
