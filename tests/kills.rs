@@ -212,3 +212,53 @@ fn random_kills_prompt_stop_engine_20() {
 fn random_kills_prompt_stop_engine_26() {
     matrix(Bed::newer_engine, PROMPT, 4);
 }
+
+/// An in-place restart killed at a random instant: the engine finishes the restart it was
+/// sent, and the next run clears the claim the killed run left.
+fn restart_kills(bed: Bed, salt: u64) {
+    let (mut rng, seed) = Rng::seeded(salt);
+    eprintln!("restart kills seed {seed}");
+    let web = bed.container_of(
+        "web",
+        &common::base_image(),
+        &[("restart", "0 0 1 1 *")],
+        &["--stop-timeout", "2"],
+        &["sleep", "3600"],
+    );
+    for trial in 0..6 {
+        let mut child = bed
+            .guerite()
+            .args(["run", "--force", "restart", "--only", &web])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let delay = rng.below(Duration::from_millis(3000));
+        std::thread::sleep(delay);
+        child.kill().unwrap();
+        child.wait().unwrap();
+        std::thread::sleep(Duration::from_secs(4));
+        let run = bed.run(&["run"]);
+        assert_eq!(run.code, 0, "trial {trial}, kill after {delay:?}: {run:?}");
+        assert_eq!(
+            bed.names(),
+            vec![web.clone()],
+            "trial {trial}: no claim left"
+        );
+        assert_eq!(
+            bed.inspect(&web, "{{.State.Running}}"),
+            "true",
+            "trial {trial}, kill after {delay:?}: running"
+        );
+    }
+}
+
+#[test]
+fn random_kills_of_a_restart_engine_20() {
+    restart_kills(Bed::new(), 5);
+}
+
+#[test]
+fn random_kills_of_a_restart_engine_26() {
+    restart_kills(Bed::newer_engine(), 6);
+}
