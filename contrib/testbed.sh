@@ -50,7 +50,8 @@ fi
 
 # --- packages ------------------------------------------------------------------------------
 missing=()
-for p in docker.io docker-registry busybox-static socat curl apache2-utils openssl python3; do
+# iproute2: contrib/private-engine.sh makes its engine's bridge with `ip`.
+for p in docker.io docker-registry busybox-static socat curl apache2-utils openssl python3 iproute2; do
   # dpkg -s alone also succeeds for removed packages whose config files remain.
   [[ $(dpkg-query -W -f='${Status}' "$p" 2>/dev/null) == "install ok installed" ]] || missing+=("$p")
 done

@@ -439,6 +439,16 @@ impl Executor<'_> {
                     "{reason}; the rollback is not finished ({error}); the next run finishes it"
                 ),
             ),
+            // The new container has the name and passed verification: its dependents follow
+            // it, even though the swap itself is finished by the next run.
+            Swapped::CommitPending(error) => Done {
+                outcome: Outcome::Failed,
+                detail: format!(
+                    "the new container passed verification, but the swap is not finished \
+                     ({error}); the next run finishes it"
+                ),
+                replaced: true,
+            },
             Swapped::NotStarted(why) => Done::new(Outcome::Failed, why),
             Swapped::Skipped(why) => Done::new(Outcome::Skipped, why),
         }

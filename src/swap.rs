@@ -48,6 +48,10 @@ pub enum Swapped {
         reason: String,
         error: String,
     },
+    /// The new container passed verification and has the name, but the claim could not be
+    /// removed (the engine did not answer): the journal entry stays with it, in the commit
+    /// phase, and the next run finishes the swap.
+    CommitPending(String),
     /// Failed before anything changed.
     NotStarted(String),
     /// Nothing changed: another guerite holds the container's claim, or someone else removed
@@ -240,9 +244,12 @@ impl Swapper<'_> {
         let swapped = self
             .swap_claimed(state, old, kind, image, digest, names, &claim_id)
             .await;
-        // An unfinished undo keeps the claim with its journal entry: the half-done swap is
-        // still this guerite's to finish.
-        if !matches!(swapped, Swapped::UndoPending { .. }) {
+        // A finished swap has released its claim (commit); an unfinished one keeps the claim
+        // with its journal entry: the half-done swap is still this guerite's to finish.
+        if !matches!(
+            swapped,
+            Swapped::Replaced | Swapped::UndoPending { .. } | Swapped::CommitPending(_)
+        ) {
             self.release(&old.name, &claim_id).await;
         }
         swapped
@@ -299,10 +306,10 @@ impl Swapper<'_> {
             return Swapped::NotStarted(format!("cannot record the swap, nothing changed: {e}"));
         }
         match self.steps(state, &mut entry, &old, &spec).await {
-            Ok(new_id) => {
-                self.commit(state, &entry, &old, &new_id).await;
-                Swapped::Replaced
-            }
+            Ok(new_id) => match self.commit(state, &entry, &old, &new_id, claim_id).await {
+                Ok(()) => Swapped::Replaced,
+                Err(e) => Swapped::CommitPending(e),
+            },
             Err(failure) => {
                 warn!(
                     "{}: {kind} failed at {}: {}; rolling back",
@@ -432,19 +439,24 @@ impl Swapper<'_> {
     }
 
     /// Verified: the old container goes (never its volumes), then its image if nothing else
-    /// uses it. A failure here costs disk, not service: it is left for prune.
-    async fn commit(&self, state: &mut State, entry: &Entry, old: &Details, new_id: &str) {
+    /// uses it, then the claim, and only then the journal entry: a claim of this guerite's
+    /// without an entry says the journal was lost, and recovery would undo the swap from it.
+    /// An old container or image that cannot be removed costs disk, not service: it is left
+    /// for prune. A claim that cannot be removed (the engine does not answer) keeps the entry:
+    /// `Err`, and the next run finishes the swap.
+    async fn commit(
+        &self,
+        state: &mut State,
+        entry: &Entry,
+        old: &Details,
+        new_id: &str,
+        claim_id: &str,
+    ) -> Result<(), String> {
         crash_point("after", Phase::Commit);
-        if let Err(e) = self.docker.remove(&old.id).await
-            && !matches!(e, CallError::Gone(_))
-        {
-            warn!(
-                "{}: the old container {} stays for prune: cannot remove it",
-                entry.name,
-                entry.old_name()
-            );
-            state.leftovers.insert(entry.old_name(), self.now);
-        }
+        let old_removed = match self.docker.remove(&old.id).await {
+            Ok(()) | Err(CallError::Gone(_)) => Ok(()),
+            Err(e) => Err(e),
+        };
         if let Ok(new) = self.docker.details(new_id).await
             && new.image_id != old.image_id
         {
@@ -462,14 +474,39 @@ impl Swapper<'_> {
                 ),
             }
         }
-        state.journal.remove(&entry.name);
         let c = state.container_mut(&entry.name);
         c.failures = 0;
         c.retry_after = None;
         c.quarantined = None;
+        match self.docker.remove_claim(claim_id).await {
+            Ok(()) | Err(CallError::Gone(_)) => {}
+            Err(e) => {
+                if let Err(e) = self.save(state) {
+                    error!("{}: {e}", entry.name);
+                }
+                return Err(match old_removed {
+                    Ok(()) => format!("cannot remove its claim {}: {e}", claim::name(&entry.name)),
+                    Err(old) => format!(
+                        "cannot remove the old container {} ({old}) nor its claim {}: {e}",
+                        entry.old_name(),
+                        claim::name(&entry.name)
+                    ),
+                });
+            }
+        }
+        if old_removed.is_err() {
+            warn!(
+                "{}: the old container {} stays for prune: cannot remove it",
+                entry.name,
+                entry.old_name()
+            );
+            state.leftovers.insert(entry.old_name(), self.now);
+        }
+        state.journal.remove(&entry.name);
         if let Err(e) = self.save(state) {
             error!("{}: {e}", entry.name);
         }
+        Ok(())
     }
 
     /// Undoes a failed swap through the same rule recovery uses after a crash. The entry moves
