@@ -49,6 +49,10 @@
 #                                       script (so `version` shows API 1.45 without
 #                                       depending on whatever client is on PATH).
 #
+# Live restore: with address pools set and live restore off, a dockerd that restarts over a
+# data root that already has its default bridge network DELETES the host's docker0 (moby's
+# removeDefaultBridgeInterface), e.g. after a kill or a reboot with target/ kept.
+#
 # Networking: --bridge gbr26 (a bridge this script creates) --iptables=false
 # --ip6tables=false --ip-forward=false. Not --bridge none: a dockerd started with the
 # default bridge disabled DELETES the host's docker0 (moby's removeDefaultBridgeInterface),
@@ -345,6 +349,7 @@ start_dockerd() {
     --ip-forward=false \
     --ip-masq=false \
     --default-address-pool "base=$POOL,size=24" \
+    --live-restore \
     --cgroup-parent /guerite-engine26 \
     --userland-proxy-path "$ROOT/usr/sbin/docker-proxy" \
     --init-path "$ROOT/usr/bin/docker-init" \

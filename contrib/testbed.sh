@@ -81,7 +81,14 @@ else
       # network apart so the two never share docker0, iptables chains or /var/lib/docker.
       args+=(--data-root "$tb/engine/data" --exec-root "$tb/engine/exec"
         --containerd-namespace guerite-testbed --containerd-plugins-namespace guerite-testbed-plugins
-        --bridge none --iptables=false --ip-masq=false)
+        --bridge gbrside --iptables=false --ip6tables=false --ip-forward=false --ip-masq=false)
+      # Its own bridge, never `--bridge none`: a dockerd without a default bridge deletes the
+      # host's docker0 at every start.
+      ip link show gbrside >/dev/null 2>&1 || {
+        ip link add name gbrside type bridge
+        ip addr add 172.27.27.1/24 dev gbrside
+      }
+      ip link set gbrside up
     fi
     mkdir -p "$(dirname "$sock")"
     log "starting dockerd on $DOCKER_HOST (log: $tb/dockerd.log)"

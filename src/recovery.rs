@@ -43,10 +43,12 @@ enum Work {
     Orphans,
 }
 
-fn item(name: &str, action: Option<ActionKind>, outcome: Outcome, detail: String) -> Item {
+/// A recovery line: not the action it finishes (its verb would say that action was done), but
+/// a recovery of it, named in the detail.
+fn item(name: &str, outcome: Outcome, detail: String) -> Item {
     Item {
         container: name.to_string(),
-        action,
+        action: None,
         outcome,
         trigger: None,
         detail,
@@ -169,8 +171,7 @@ impl Swapper<'_> {
                     claim::name(base)
                 );
                 warn!("{base}: {why}");
-                out.items
-                    .push(item(base, None, Outcome::Skipped, why.clone()));
+                out.items.push(item(base, Outcome::Skipped, why.clone()));
                 out.busy.insert(base.to_string(), why);
                 return;
             }
@@ -214,8 +215,7 @@ impl Swapper<'_> {
                             claim::name(base)
                         );
                         error!("{base}: {why}");
-                        out.items
-                            .push(item(base, None, Outcome::Failed, why.clone()));
+                        out.items.push(item(base, Outcome::Failed, why.clone()));
                         out.busy.insert(base.to_string(), why);
                         return;
                     }
@@ -240,12 +240,8 @@ impl Swapper<'_> {
                 Err((outcome, why)) => {
                     if outcome == Outcome::Failed {
                         error!("{base}: recovery failed: {why}");
-                        out.items.push(item(
-                            base,
-                            None,
-                            outcome,
-                            format!("recovery failed: {why}"),
-                        ));
+                        out.items
+                            .push(item(base, outcome, format!("recovery failed: {why}")));
                     } else {
                         info!("{base}: recovery waits: {why}");
                     }
@@ -324,7 +320,6 @@ impl Swapper<'_> {
             error!("{base}: recovery failed: {why}");
             out.items.push(item(
                 base,
-                Some(entry.kind),
                 Outcome::Failed,
                 format!("recovery failed: {why}"),
             ));
@@ -380,8 +375,7 @@ impl Swapper<'_> {
             Verdict::Refused(_) => unreachable!("refused above"),
         };
         warn!("{base}: {text}");
-        out.items
-            .push(item(base, Some(entry.kind), Outcome::Done, text));
+        out.items.push(item(base, Outcome::Done, text));
         true
     }
 
@@ -394,7 +388,6 @@ impl Swapper<'_> {
                 error!("{base}: recovery failed: {why}");
                 out.items.push(item(
                     base,
-                    None,
                     Outcome::Failed,
                     format!("recovery failed: {why}"),
                 ));
@@ -410,17 +403,13 @@ impl Swapper<'_> {
             Ok(()) if !steps.is_empty() => {
                 let text = format!("leftovers of an earlier swap: {}", text.join("; "));
                 warn!("{base}: {text}");
-                out.items.push(item(base, None, Outcome::Done, text));
+                out.items.push(item(base, Outcome::Done, text));
             }
             Ok(()) => {}
             Err(e) => {
                 error!("{base}: recovery failed: {e}");
-                out.items.push(item(
-                    base,
-                    None,
-                    Outcome::Failed,
-                    format!("recovery failed: {e}"),
-                ));
+                out.items
+                    .push(item(base, Outcome::Failed, format!("recovery failed: {e}")));
             }
         }
         if let Ok(now) = self.docker.family(base).await {
@@ -453,8 +442,7 @@ impl Swapper<'_> {
                     c.name
                 );
                 warn!("{}: {text}", base_name(c));
-                out.items
-                    .push(item(base_name(c), None, Outcome::Skipped, text));
+                out.items.push(item(base_name(c), Outcome::Skipped, text));
                 if let Err(e) = state.save(self.state_file) {
                     error!("{e:#}");
                 }
@@ -469,8 +457,7 @@ impl Swapper<'_> {
             self.state_file.display()
         );
         error!("{base}: {text}");
-        out.items
-            .push(item(base, Some(kind), Outcome::Error, text.clone()));
+        out.items.push(item(base, Outcome::Error, text.clone()));
         out.busy.insert(base.to_string(), text);
     }
 }
