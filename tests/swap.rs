@@ -278,3 +278,48 @@ fn a_kill_during_a_rollback_is_finished_and_counted_once() {
     assert_eq!(state["containers"][&web]["failures"], 1, "{state}");
     assert!(state.get("journal").is_none(), "{state}");
 }
+
+/// An old container left beside a working one, with no journal entry and no claim (an older
+/// crash whose state was lost): kept aside, recorded in the state with when it was first seen
+/// (prune's grace counts from then), and said once.
+#[test]
+fn an_old_leftover_without_a_record_is_recorded_and_said_once() {
+    let bed = Bed::new();
+    let web = bed.container("web", &[("restart", "0 0 1 1 *")], &[]);
+    let old = bed.container("web-guerite-old-1a2b3c4d", &[("restart", "0 0 1 1 *")], &[]);
+    bed.docker(&["stop", "-t", "1", &old]);
+    let first = bed.run(&["run", "--json"]);
+    assert_eq!(first.code, 0, "{first:?}");
+    let report: serde_json::Value = serde_json::from_str(&first.stdout).unwrap();
+    let items: Vec<(&str, &str)> = report["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            (
+                i["container"].as_str().unwrap(),
+                i["outcome"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(items, [(web.as_str(), "skipped")], "{report}");
+    assert_eq!(
+        report["items"][0]["detail"],
+        format!(
+            "{old} is an old container left by a swap that has no journal entry; it is kept \
+             aside, stopped, for GUERITE_ROLLBACK_GRACE_SECONDS"
+        )
+    );
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(bed.state_file()).unwrap()).unwrap();
+    assert!(state["leftovers"][&old].is_string(), "{state}");
+    let second = bed.run(&["run", "--json"]);
+    let report: serde_json::Value = serde_json::from_str(&second.stdout).unwrap();
+    assert_eq!(
+        report["items"],
+        serde_json::json!([]),
+        "said once: {report}"
+    );
+    assert_eq!(bed.names(), vec![web.clone(), old.clone()], "both kept");
+    assert_eq!(bed.inspect(&web, "{{.State.Running}}"), "true");
+}
