@@ -28,6 +28,8 @@ use_bed() {
   fi
   # shellcheck disable=SC1091
   source "$root/target/testbed/env"
+  # Another engine than the bed's, e.g. a private one (contrib/private-engine.sh).
+  if [[ -n ${BENCH_DOCKER_HOST:-} ]]; then export DOCKER_HOST=$BENCH_DOCKER_HOST; fi
   [[ ${DOCKER_HOST:-} == unix://* ]] || die "DOCKER_HOST=${DOCKER_HOST:-} is not a unix socket"
   [[ -S ${DOCKER_HOST#unix://} ]] || die "${DOCKER_HOST#unix://} is not a socket"
   image=${GUERITE_TEST_BASE_IMAGE:-guerite-test/busybox:base}

@@ -8,6 +8,7 @@
 #   contrib/bench/noop.sh                       builds target/release/guerite if stale
 #   GUERITE_BIN=/path/to/guerite contrib/bench/noop.sh
 #   BENCH_RUNS=50 BENCH_CONTAINERS=100 contrib/bench/noop.sh
+#   BENCH_DOCKER_HOST=unix:///path/docker.sock contrib/bench/noop.sh   another engine than the bed's
 #
 # It sets up the test bed (contrib/testbed.sh) if target/testbed/env is missing, creates
 # BENCH_CONTAINERS containers gbench-<runid>-NNN labelled with a key unique to this run
