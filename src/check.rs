@@ -8,13 +8,14 @@ use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
 use chrono_tz::Tz;
 use serde::Serialize;
 
+use crate::action::ActionKind;
 use crate::config::{self, Config, Modifiers};
 use crate::docker::Docker;
 use crate::engine::Container;
 use crate::journal;
 use crate::labels::{self, LabelError};
 use crate::own_container;
-use crate::plan::{self, ActionKind, Decision, Input, Planned, Request, Verdict};
+use crate::plan::{self, Decision, Input, Planned, Request, Verdict};
 use crate::report::{local, reason_text};
 use crate::state::{ActionResult, ContainerState, State};
 use crate::update;

@@ -10,8 +10,8 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use crate::action::ActionKind;
 use crate::engine::Container;
-use crate::plan::ActionKind;
 use crate::process::Process;
 
 pub const SUFFIX: &str = "-guerite-claim";

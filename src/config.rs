@@ -11,8 +11,8 @@ use std::time::Duration;
 use chrono_tz::Tz;
 use log::LevelFilter;
 
+use crate::action::ActionKind;
 use crate::cli::Global;
-use crate::plan::ActionKind;
 use crate::schedule::Schedule;
 
 pub const DEFAULT_STATE_FILE: &str = "/var/lib/guerite/state.json";

@@ -9,7 +9,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::plan::ActionKind;
+use crate::action::ActionKind;
 
 pub const OLD_MARK: &str = "-guerite-old-";
 pub const NEW_MARK: &str = "-guerite-new-";

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+use crate::action::ActionKind;
 use crate::config::{LabelKeys, Modifiers, parse_bool};
-use crate::plan::ActionKind;
 use crate::schedule::Schedule;
 
 pub const MONITOR_ONLY: &str = "guerite.monitor_only";

@@ -1,6 +1,7 @@
 //! Parses the command line, builds a current-thread runtime, runs the command and maps its
 //! outcome to the exit code: 0 nothing failed, 1 something failed, 2 could not run.
 
+mod action;
 mod check;
 mod claim;
 mod cli;

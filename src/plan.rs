@@ -2,11 +2,11 @@
 //! labelled container and each of its schedules, what to do now or why not. No clock, no I/O.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
+use crate::action::ActionKind;
 use crate::claim;
 use crate::config::Config;
 use crate::engine::{Container, Health, RunState};
@@ -15,56 +15,6 @@ use crate::labels::{self, LabelError, Settings};
 use crate::order;
 use crate::schedule::{self, Due, Window};
 use crate::state::State;
-
-/// In precedence order: when one of these replaces or restarts a container, the ones after it
-/// are not done to that container in the same run.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ActionKind {
-    Update,
-    Recreate,
-    Health,
-    Restart,
-}
-
-impl ActionKind {
-    pub const ALL: [ActionKind; 4] = [
-        ActionKind::Update,
-        ActionKind::Recreate,
-        ActionKind::Health,
-        ActionKind::Restart,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ActionKind::Update => "update",
-            ActionKind::Recreate => "recreate",
-            ActionKind::Health => "health",
-            ActionKind::Restart => "restart",
-        }
-    }
-}
-
-impl std::fmt::Display for ActionKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for ActionKind {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "update" => Ok(ActionKind::Update),
-            "restart" => Ok(ActionKind::Restart),
-            "recreate" => Ok(ActionKind::Recreate),
-            "health" | "health_check" => Ok(ActionKind::Health),
-            _ => Err(format!(
-                "unknown action {s:?}; accepted: update, restart, recreate, health"
-            )),
-        }
-    }
-}
 
 /// What the operator asked of this run beyond the schedules.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -743,18 +693,6 @@ mod tests {
                 ActionKind::Recreate,
                 ActionKind::Restart
             ]
-        );
-    }
-
-    #[test]
-    fn force_parses_the_documented_names() {
-        assert_eq!("health_check".parse::<ActionKind>(), Ok(ActionKind::Health));
-        assert_eq!("UPDATE".parse::<ActionKind>(), Ok(ActionKind::Update));
-        assert!(
-            "reboot"
-                .parse::<ActionKind>()
-                .unwrap_err()
-                .contains("accepted: update, restart")
         );
     }
 

@@ -14,11 +14,11 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use log::{error, info, warn};
 
+use crate::action::ActionKind;
 use crate::claim::{self, Abandon, Claim, Holder, Standing};
 use crate::docker::CallError;
 use crate::engine::{Container, RunState};
 use crate::journal::{self, Entry, Phase, Seen, Verdict};
-use crate::plan::ActionKind;
 use crate::process;
 use crate::report::{Item, Outcome};
 use crate::state::State;

@@ -16,8 +16,8 @@ use anyhow::{Context, Result, anyhow, bail};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::action::ActionKind;
 use crate::journal;
-use crate::plan::ActionKind;
 
 pub const VERSION: u32 = 1;
 

@@ -12,13 +12,14 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use log::{error, info, warn};
 
+use crate::action::ActionKind;
 use crate::claim::{self, Holder};
 use crate::config::Config;
 use crate::docker::{CallError, Created, Docker};
 use crate::engine::{Container, Details, Health};
 use crate::journal::{self, Entry, Phase, Seen, Step, StopSent, Verdict};
 use crate::labels;
-use crate::plan::{self, ActionKind};
+use crate::plan;
 use crate::state::State;
 
 const POLL: Duration = Duration::from_millis(500);

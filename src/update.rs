@@ -7,11 +7,12 @@ use std::time::Duration;
 
 use log::warn;
 
+use crate::action::ActionKind;
 use crate::config::Modifiers;
 use crate::credentials::{self, DockerConfig};
 use crate::docker::{CallError, Docker, PullAuth};
 use crate::engine::{Details, ImageInfo};
-use crate::plan::{ActionKind, Decision, Plan};
+use crate::plan::{Decision, Plan};
 use crate::reference::{ImageRef, matches_local};
 use crate::registry::{self, Answer, CheckOptions};
 
