@@ -164,7 +164,15 @@ impl State {
             Read::Missing => return Ok((State::fresh(), Loaded::Fresh)),
             Read::Unusable(why) => why,
             Read::Bytes(bytes) => match parse(&bytes) {
-                Parsed::State(state) => return Ok((state, Loaded::Existing)),
+                Parsed::State(mut state) => {
+                    // A state written before instances existed gets one now: an empty one
+                    // would be every such guerite's, and each would take the others' claims
+                    // for its own.
+                    if state.instance.is_empty() {
+                        state.instance = crate::process::random_id();
+                    }
+                    return Ok((state, Loaded::Existing));
+                }
                 Parsed::Newer(version) => bail!(
                     "state file {} has version {version}, newer than this guerite understands \
                      ({VERSION}); upgrade guerite or move the file away",
@@ -607,6 +615,24 @@ mod tests {
             )
         );
         assert!(create_dir(&path).is_err());
+    }
+
+    #[test]
+    fn a_state_from_before_instances_gets_its_own() {
+        let path = scratch("instance");
+        fs::write(&path, r#"{"version": 1, "containers": {}}"#).unwrap();
+        let (a, how) = State::load(&path, now(), true).unwrap();
+        let (b, _) = State::load(&path, now(), true).unwrap();
+        assert_eq!(how, Loaded::Existing);
+        assert_eq!(a.instance.len(), 32);
+        assert_ne!(
+            a.instance, b.instance,
+            "each copy its own, never a shared empty one"
+        );
+        let mut kept = a.clone();
+        kept.save(&path).unwrap();
+        kept = State::load(&path, now(), true).unwrap().0;
+        assert_eq!(kept.instance, a.instance, "saved, it stays");
     }
 
     #[test]

@@ -245,6 +245,12 @@ fn two_guerites_race_on_engine_26() {
 fn a_swap_in_progress_is_left_to_its_guerite() {
     let bed = Bed::new();
     let web = bed.with_data("web", &[("recreate", "0 0 1 1 *")], &[]);
+    // Both state files as a guerite before claims wrote them: no instance of their own yet.
+    let (b_state, b) = other(&bed);
+    for state in [bed.state_file(), b_state.clone()] {
+        std::fs::create_dir_all(state.parent().unwrap()).unwrap();
+        std::fs::write(&state, r#"{"version": 1}"#).unwrap();
+    }
     let resume = bed.dir.join("resume");
     let mut a = settle(&bed);
     a.env("GUERITE_TEST_RESUME_FILE", &resume)
@@ -257,7 +263,6 @@ fn a_swap_in_progress_is_left_to_its_guerite() {
         "old and new aside, and the claim: {before:?}"
     );
 
-    let (b_state, b) = other(&bed);
     let run = Run::from(
         b().args(["run", "--json", "--force", "recreate", "--only", &web])
             .output()
