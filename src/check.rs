@@ -413,12 +413,7 @@ pub async fn check(
     let containers = docker.list().await?;
     let self_id = own_container::detect();
     let request = Request::default();
-    let me = crate::claim::Holder {
-        instance: state.instance.clone(),
-        host: crate::process::hostname(),
-        process: crate::process::current(),
-        state_file: config.state_file.display().to_string(),
-    };
+    let me = crate::recovery::this_run(&state.instance, &config.state_file);
     let busy = crate::recovery::busy(&me, &containers);
     let plan = plan::plan(&Input {
         config,

@@ -194,7 +194,6 @@ impl Docker {
             started_at: state.started_at.as_deref().and_then(parse_time),
             network_mode: r.host_config.and_then(|h| h.network_mode),
             labels: config.labels.unwrap_or_default().into_iter().collect(),
-            created: r.created.as_deref().and_then(parse_time),
         })
     }
 

@@ -107,7 +107,6 @@ pub struct Details {
     pub started_at: Option<DateTime<Utc>>,
     pub network_mode: Option<String>,
     pub labels: BTreeMap<String, String>,
-    pub created: Option<DateTime<Utc>>,
 }
 
 /// What the engine knows of a local image.

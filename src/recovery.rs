@@ -19,10 +19,11 @@ use crate::claim::{self, Abandon, Claim, Holder, Standing};
 use crate::docker::CallError;
 use crate::engine::{Container, RunState};
 use crate::journal::{self, Entry, Phase, Seen, Verdict};
+use crate::plan::selects_name as selects;
 use crate::process;
 use crate::report::{Item, Outcome};
 use crate::state::State;
-use crate::swap::{self, Claimed, Swapper, is_ours, selects};
+use crate::swap::{self, Claimed, Swapper, is_ours};
 
 pub struct Recovered {
     pub items: Vec<Item>,
@@ -69,6 +70,16 @@ fn claims(containers: &[Container]) -> BTreeMap<String, Result<Claim, String>> {
 /// The name a container belongs to: its own, or the base name of a swap leftover.
 fn base_name(c: &Container) -> &str {
     journal::leftover(&c.name).map_or(c.name.as_str(), |(base, _)| base)
+}
+
+/// This run, as its claims name it and as recovery judges others' claims against it.
+pub fn this_run(instance: &str, state_file: &std::path::Path) -> Holder {
+    Holder {
+        instance: instance.to_string(),
+        host: process::hostname(),
+        process: process::current(),
+        state_file: state_file.display().to_string(),
+    }
 }
 
 fn standing(me: &Holder, claim: &Claim) -> Standing {

@@ -6,14 +6,13 @@ use log::{error, info, warn};
 
 use std::collections::BTreeMap;
 
-use crate::claim::Holder;
 use crate::config::Config;
 use crate::docker::Docker;
 use crate::execute::Executor;
 use crate::lock::{self, Acquired};
 use crate::own_container;
 use crate::plan::{self, Input, Request};
-use crate::process;
+use crate::recovery;
 use crate::report::{Item, Outcome, Report};
 use crate::state::{self, Loaded, State};
 use crate::swap::Swapper;
@@ -61,12 +60,7 @@ pub async fn run(config: &Config, options: &Options, now: DateTime<Utc>) -> Resu
     }
     let docker = Docker::connect(&config.docker).await?;
     let mut containers = docker.list().await?;
-    let me = Holder {
-        instance: state.instance.clone(),
-        host: process::hostname(),
-        process: process::current(),
-        state_file: config.state_file.display().to_string(),
-    };
+    let me = recovery::this_run(&state.instance, &config.state_file);
     let swapper = Swapper {
         docker: &docker,
         config,

@@ -19,7 +19,6 @@ use crate::docker::{CallError, Created, Docker};
 use crate::engine::{Container, Details, Health};
 use crate::journal::{self, Entry, Phase, Seen, Step, StopSent, Verdict};
 use crate::labels;
-use crate::plan;
 use crate::state::State;
 
 const POLL: Duration = Duration::from_millis(500);
@@ -653,11 +652,6 @@ pub fn stop_timeout(d: &Details, config: &Config) -> Duration {
 pub fn is_ours(config: &Config, labels: &std::collections::BTreeMap<String, String>) -> bool {
     labels::is_monitored(labels, &config.labels)
         && labels.get(labels::SCOPE) == config.scope.as_ref()
-}
-
-/// The name is one this guerite's include and exclude lists let it act on.
-pub fn selects(config: &Config, name: &str) -> bool {
-    plan::selects_name(config, name)
 }
 
 pub fn short(id: &str) -> &str {

@@ -211,7 +211,6 @@ mod tests {
             started_at: None,
             network_mode: None,
             labels: Default::default(),
-            created: None,
         };
         Checked {
             reference: reference_of(&details),

@@ -28,10 +28,14 @@ fn bed() -> &'static HashMap<String, String> {
                 path.display()
             )
         });
+        // As tests/common: a variable already set wins, e.g. DOCKER_HOST for another engine.
         text.lines()
             .filter_map(|l| l.trim().strip_prefix("export "))
             .filter_map(|l| l.split_once('='))
-            .map(|(k, v)| (k.to_string(), v.trim_matches(['"', '\'']).to_string()))
+            .map(|(k, v)| {
+                let v = std::env::var(k).unwrap_or_else(|_| v.trim_matches(['"', '\'']).into());
+                (k.to_string(), v)
+            })
             .collect()
     })
 }
