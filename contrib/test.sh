@@ -6,4 +6,4 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 "$root/contrib/testbed.sh"
 cd "$root"
 # The integration tests mostly wait on the engine and the clock, not on the CPU: run many at once.
-cargo test --locked --features crash-hooks -- --test-threads 16
+cargo test --locked --features test-hooks -- --test-threads 16

@@ -17,6 +17,7 @@ use crate::labels::{self, LabelError};
 use crate::own_container;
 use crate::plan::{self, Decision, Input, Planned, Request, Verdict};
 use crate::report::{local, reason_text};
+use crate::schedule::{Schedule, Shift};
 use crate::state::{ActionResult, ContainerState, State};
 use crate::update;
 
@@ -64,7 +65,81 @@ pub struct ScheduleView {
     pub label: String,
     pub expression: String,
     pub next: Vec<DateTime<Utc>>,
+    /// What daylight saving does to those of `next` it touches.
+    pub dst: Vec<DstView>,
     pub now: Decision,
+}
+
+/// A fire time moved or limited by a change of the zone's offset.
+#[derive(Debug, Serialize, PartialEq, Eq)]
+pub struct DstView {
+    pub fire: DateTime<Utc>,
+    /// The matching wall-clock times concerned, `YYYY-MM-DD HH:MM` in GUERITE_TZ.
+    pub local: Vec<String>,
+    pub runs: DstRuns,
+}
+
+#[derive(Debug, Serialize, PartialEq, Eq, Clone, Copy)]
+#[serde(rename_all = "snake_case")]
+pub enum DstRuns {
+    /// The local times do not exist (the clock jumps over them): they run once, at `fire`,
+    /// the first instant after the gap.
+    AfterTheGap,
+    /// The local time happens twice (the clock goes back): a fixed-time schedule runs at the
+    /// first only.
+    FirstOnly,
+    /// As `FirstOnly`, for a wildcard schedule, which runs at both.
+    Both,
+}
+
+fn dst_views(sched: &Schedule, next: &[DateTime<Utc>], tz: Tz) -> Vec<DstView> {
+    let wall = |t: &NaiveDateTime| t.format("%Y-%m-%d %H:%M").to_string();
+    next.iter()
+        .filter_map(|fire| {
+            let (local, runs) = match sched.shift(*fire, tz)? {
+                Shift::Skipped(times) => (times.iter().map(wall).collect(), DstRuns::AfterTheGap),
+                Shift::Repeated { local, both } => (
+                    vec![wall(&local)],
+                    if both {
+                        DstRuns::Both
+                    } else {
+                        DstRuns::FirstOnly
+                    },
+                ),
+            };
+            Some(DstView {
+                fire: *fire,
+                local,
+                runs,
+            })
+        })
+        .collect()
+}
+
+/// One line, e.g. "02:30 does not exist on 2027-03-14; runs at 03:00 EDT".
+fn dst_text(d: &DstView, tz: Tz) -> String {
+    let times: Vec<&str> = d.local.iter().map(|l| l.get(11..).unwrap_or(l)).collect();
+    let day = d
+        .local
+        .first()
+        .and_then(|l| l.get(..10))
+        .unwrap_or_default();
+    let fire = local(d.fire, tz, "%H:%M %Z");
+    let list = match times.as_slice() {
+        [] => String::new(),
+        [one] => (*one).to_string(),
+        [init @ .., last] => format!("{} and {last}", init.join(", ")),
+    };
+    match d.runs {
+        DstRuns::AfterTheGap if times.len() == 1 => {
+            format!("{list} does not exist on {day}; runs at {fire}")
+        }
+        DstRuns::AfterTheGap => format!("{list} do not exist on {day}; they run once, at {fire}"),
+        DstRuns::FirstOnly => {
+            format!("{list} happens twice on {day}; runs at the first only, {fire}")
+        }
+        DstRuns::Both => format!("{list} happens twice on {day}; runs at both, here {fire}"),
+    }
 }
 
 /// Parses `--at`: RFC 3339, or a wall-clock time in the configured zone.
@@ -104,17 +179,21 @@ pub fn view(
         .settings
         .iter()
         .flat_map(|s| s.schedules.iter())
-        .map(|(kind, sched)| ScheduleView {
-            action: *kind,
-            label: config.labels.key(*kind).to_string(),
-            expression: sched.expr().to_string(),
-            next: sched.next_after(now, tz, NEXT_FIRES),
-            now: planned
-                .verdicts
-                .iter()
-                .find(|v| v.kind == Some(*kind))
-                .map(|v| v.decision.clone())
-                .unwrap_or(Decision::Skip(plan::Reason::NotDue { next: None })),
+        .map(|(kind, sched)| {
+            let next = sched.next_after(now, tz, NEXT_FIRES);
+            ScheduleView {
+                action: *kind,
+                label: config.labels.key(*kind).to_string(),
+                expression: sched.expr().to_string(),
+                dst: dst_views(sched, &next, tz),
+                next,
+                now: planned
+                    .verdicts
+                    .iter()
+                    .find(|v| v.kind == Some(*kind))
+                    .map(|v| v.decision.clone())
+                    .unwrap_or(Decision::Skip(plan::Reason::NotDue { next: None })),
+            }
         })
         .collect();
     View {
@@ -298,6 +377,9 @@ pub fn render_one(config: &Config, v: &View) -> String {
                 next.join(", ")
             }
         ));
+        for d in &s.dst {
+            out.push_str(&format!("             dst:  {}\n", dst_text(d, tz)));
+        }
         let now = match &s.now {
             Decision::Act(plan::Trigger::Schedule { fire }) => {
                 format!("due now (fire time {})", local(*fire, tz, TIME))
@@ -528,5 +610,34 @@ mod tests {
                 .to_string()
                 .contains("not a time")
         );
+    }
+
+    #[test]
+    fn says_what_daylight_saving_does() {
+        let ny = chrono_tz::America::New_York;
+        let utc = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc);
+        let views = |expr: &str, from: &str| {
+            let sched = Schedule::parse(expr).unwrap();
+            let next = sched.next_after(utc(from), ny, NEXT_FIRES);
+            let views = dst_views(&sched, &next, ny);
+            views.iter().map(|d| dst_text(d, ny)).collect::<Vec<_>>()
+        };
+        #[rustfmt::skip]
+        let rows = [
+            ("30 2 * * *", "2027-03-13T12:00:00Z", vec!["02:30 does not exist on 2027-03-14; runs at 03:00 EDT"]),
+            ("0-59/20 2 * * *", "2027-03-13T12:00:00Z", vec!["02:00, 02:20 and 02:40 do not exist on 2027-03-14; they run once, at 03:00 EDT"]),
+            ("5,30 2 * * *", "2027-03-13T12:00:00Z", vec!["02:05 and 02:30 do not exist on 2027-03-14; they run once, at 03:00 EDT"]),
+            ("30 1 * * *", "2027-11-06T12:00:00Z", vec!["01:30 happens twice on 2027-11-07; runs at the first only, 01:30 EDT"]),
+            ("30 1 * * *", "2027-11-07T12:00:00Z", vec![]),
+            ("*/30 1 * * *", "2027-11-07T05:10:00Z", vec![
+                "01:30 happens twice on 2027-11-07; runs at both, here 01:30 EDT",
+                "01:00 happens twice on 2027-11-07; runs at both, here 01:00 EST",
+                "01:30 happens twice on 2027-11-07; runs at both, here 01:30 EST",
+            ]),
+            ("0 * * * *", "2027-03-14T06:10:00Z", vec![]),
+        ];
+        for (expr, from, want) in rows {
+            assert_eq!(views(expr, from), want, "{expr} from {from}");
+        }
     }
 }

@@ -70,7 +70,7 @@ fn execute(cli: &Cli) -> anyhow::Result<bool> {
                     force: config::force(&args.force)?,
                 },
             };
-            let ended = runtime.block_on(run::run(&config, &options, chrono::Utc::now()))?;
+            let ended = runtime.block_on(run::run(&config, &options, now()?))?;
             Ok(ended == run::Ended::Clean)
         }
         Command::Check(args) => {
@@ -82,6 +82,19 @@ fn execute(cli: &Cli) -> anyhow::Result<bool> {
             runtime.block_on(check::check(&config, name.as_deref(), json, at))
         }
     }
+}
+
+/// The run's clock. Test builds (the `test-hooks` feature) take it from GUERITE_TEST_NOW, so a
+/// test can run guerite once per simulated minute across a change of offset.
+fn now() -> anyhow::Result<chrono::DateTime<chrono::Utc>> {
+    #[cfg(feature = "test-hooks")]
+    if let Ok(t) = std::env::var("GUERITE_TEST_NOW") {
+        use anyhow::Context;
+        let t = chrono::DateTime::parse_from_rfc3339(&t)
+            .with_context(|| format!("GUERITE_TEST_NOW={t:?} is not an RFC 3339 time"))?;
+        return Ok(t.to_utc());
+    }
+    Ok(chrono::Utc::now())
 }
 
 /// Logs go to stderr, one line each, naming the container first; dependencies only speak up

@@ -89,11 +89,11 @@ pub enum Claimed {
     Failed(String),
 }
 
-/// Test-only: with the `crash-hooks` feature, `GUERITE_TEST_CRASH_AT=before:<phase>` or
+/// Test-only: with the `test-hooks` feature, `GUERITE_TEST_CRASH_AT=before:<phase>` or
 /// `after:<phase>` freezes the run there so that a test can SIGKILL it (or its engine) at that
 /// exact point; with `GUERITE_TEST_RESUME_FILE` the run goes on once that file exists.
 fn crash_point(when: &str, phase: Phase) {
-    #[cfg(feature = "crash-hooks")]
+    #[cfg(feature = "test-hooks")]
     if std::env::var("GUERITE_TEST_CRASH_AT").ok().as_deref()
         == Some(&format!("{when}:{}", phase.as_str()))
     {
@@ -113,7 +113,7 @@ fn crash_point(when: &str, phase: Phase) {
 }
 
 fn claim_margin() -> Duration {
-    #[cfg(feature = "crash-hooks")]
+    #[cfg(feature = "test-hooks")]
     if let Some(s) = std::env::var("GUERITE_TEST_CLAIM_MARGIN_SECONDS")
         .ok()
         .and_then(|s| s.parse().ok())

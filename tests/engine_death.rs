@@ -1,6 +1,6 @@
 //! A private engine killed at each phase of a swap and restarted, on both engine versions.
 //!
-//! The swap is frozen at a crash point (the `crash-hooks` feature), the engine's dockerd is
+//! The swap is frozen at a crash point (the `test-hooks` feature), the engine's dockerd is
 //! killed with SIGKILL there (its containerd stays, as on a host whose containerd is a service
 //! of its own), and the frozen run goes on against the dead engine: it must end within a bounded
 //! time with a failure, and never report a rollback that did not happen. Then the engine comes
@@ -10,7 +10,7 @@
 //! verification had passed, the old one otherwise. The engine is contrib/private-engine.sh's: its
 //! own containerd, data root, exec root, socket and bridge, so the shared engines never die and
 //! the host's docker0 is never touched (checked at the end).
-#![cfg(feature = "crash-hooks")]
+#![cfg(feature = "test-hooks")]
 
 mod common;
 

@@ -71,7 +71,7 @@ fn a_replacement_that_never_gets_healthy_is_rolled_back() {
     assert_eq!(bed.inspect(&web, "{{.Id}}"), old_id);
 }
 
-#[cfg(feature = "crash-hooks")]
+#[cfg(feature = "test-hooks")]
 /// Starts a forced update to a newly pushed image, frozen at `point`, kills it with SIGKILL
 /// there, then runs plainly.
 fn crash_at(bed: Bed, point: &str, replaced: bool) {
@@ -136,9 +136,9 @@ fn crash_at(bed: Bed, point: &str, replaced: bool) {
 /// Every crash point on the machine's engine (API 1.41) and on the newer one (API 1.45).
 macro_rules! crash_tests {
     ($($name:ident: $point:literal => $replaced:literal,)*) => {
-        #[cfg(feature = "crash-hooks")]
+        #[cfg(feature = "test-hooks")]
         mod engine_20 { use super::*; $(#[test] fn $name() { crash_at(Bed::new(), $point, $replaced) })* }
-        #[cfg(feature = "crash-hooks")]
+        #[cfg(feature = "test-hooks")]
         mod engine_26 { use super::*; $(#[test] fn $name() { crash_at(Bed::newer_engine(), $point, $replaced) })* }
     };
 }
@@ -242,7 +242,7 @@ fn an_unhealthy_container_is_replaced_once_per_backoff() {
 
 /// Killed while undoing a failed swap: the next run finishes the rollback, and the failure
 /// is counted once (it was recorded before the undo began).
-#[cfg(feature = "crash-hooks")]
+#[cfg(feature = "test-hooks")]
 #[test]
 fn a_kill_during_a_rollback_is_finished_and_counted_once() {
     let bed = Bed::new();

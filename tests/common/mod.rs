@@ -411,7 +411,7 @@ impl std::fmt::Debug for Run {
     }
 }
 
-/// A guerite run stopped at a crash point (the `crash-hooks` feature), with its stderr.
+/// A guerite run stopped at a crash point (the `test-hooks` feature), with its stderr.
 pub struct Frozen {
     pub child: std::process::Child,
     lines: std::thread::JoinHandle<Vec<String>>,
