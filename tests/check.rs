@@ -93,3 +93,57 @@ fn unknown_and_unmonitored_names() {
         "{run:?}"
     );
 }
+
+#[test]
+fn daylight_saving_shifts_are_shown_beside_the_fire_times() {
+    let bed = Bed::new();
+    let web = bed.container(
+        "web",
+        &[("restart", "5,30 2 * * *"), ("update", "30 1 * * *")],
+        &[],
+    );
+    let check = |args: &[&str]| {
+        let out = bed
+            .guerite()
+            .args(args)
+            .env("GUERITE_TZ", "America/New_York")
+            .output()
+            .unwrap();
+        common::Run::from(out)
+    };
+    let text = check(&["check", &web, "--at", "2027-03-13 12:00"]);
+    assert_eq!(text.code, 0, "{text:?}");
+    let dst: Vec<&str> = text
+        .stdout
+        .lines()
+        .filter_map(|l| l.trim_start().strip_prefix("dst:"))
+        .map(str::trim)
+        .collect();
+    assert_eq!(
+        dst,
+        ["02:05 and 02:30 do not exist on 2027-03-14; they run once, at 03:00 EDT"],
+        "{text:?}"
+    );
+
+    let json = check(&["check", &web, "--json", "--at", "2027-11-06 12:00"]);
+    assert_eq!(json.code, 0, "{json:?}");
+    let v: serde_json::Value = serde_json::from_str(&json.stdout).expect("JSON");
+    let update = &v["schedules"][0];
+    assert_eq!(update["action"], "update", "{v}");
+    assert_eq!(
+        update["next"],
+        serde_json::json!([
+            "2027-11-07T05:30:00Z",
+            "2027-11-08T06:30:00Z",
+            "2027-11-09T06:30:00Z"
+        ]),
+        "{v}"
+    );
+    assert_eq!(
+        update["dst"],
+        serde_json::json!([{"fire": "2027-11-07T05:30:00Z", "local": ["2027-11-07 01:30"], "runs": "first_only"}]),
+        "{v}"
+    );
+    let restart = &v["schedules"][1];
+    assert_eq!(restart["dst"], serde_json::json!([]), "{v}");
+}
