@@ -2,7 +2,18 @@
 
 mod common;
 
-use common::Bed;
+use common::{Bed, Run};
+
+/// `guerite check` with GUERITE_TZ set to `tz`.
+fn check_in(bed: &Bed, tz: &str, args: &[&str]) -> Run {
+    Run::from(
+        bed.guerite()
+            .args(args)
+            .env("GUERITE_TZ", tz)
+            .output()
+            .unwrap(),
+    )
+}
 
 #[test]
 fn table_and_single_container_diagnosis_in_the_configured_zone() {
@@ -13,15 +24,7 @@ fn table_and_single_container_diagnosis_in_the_configured_zone() {
         &[],
     );
     let bare = bed.container("bare", &[("health", "*/5 * * * *")], &[]);
-    let check = |args: &[&str]| {
-        let out = bed
-            .guerite()
-            .args(args)
-            .env("GUERITE_TZ", "Europe/Paris")
-            .output()
-            .unwrap();
-        common::Run::from(out)
-    };
+    let check = |args: &[&str]| check_in(&bed, "Europe/Paris", args);
 
     let table = check(&["check"]);
     assert_eq!(table.code, 0, "{table:?}");
@@ -102,15 +105,7 @@ fn daylight_saving_shifts_are_shown_beside_the_fire_times() {
         &[("restart", "5,30 2 * * *"), ("update", "30 1 * * *")],
         &[],
     );
-    let check = |args: &[&str]| {
-        let out = bed
-            .guerite()
-            .args(args)
-            .env("GUERITE_TZ", "America/New_York")
-            .output()
-            .unwrap();
-        common::Run::from(out)
-    };
+    let check = |args: &[&str]| check_in(&bed, "America/New_York", args);
     let text = check(&["check", &web, "--at", "2027-03-13 12:00"]);
     assert_eq!(text.code, 0, "{text:?}");
     let dst: Vec<&str> = text
