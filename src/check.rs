@@ -10,15 +10,15 @@ use serde::Serialize;
 
 use crate::action::ActionKind;
 use crate::config::{self, Config, Modifiers};
-use crate::docker::Docker;
 use crate::engine::Container;
-use crate::journal;
+use crate::engine::docker::Docker;
+use crate::engine::own_container;
 use crate::labels::{self, LabelError};
-use crate::own_container;
+use crate::output::report::{local, reason_text};
 use crate::plan::{self, Decision, Input, Planned, Request, Verdict};
-use crate::report::{local, reason_text};
 use crate::schedule::{Schedule, Shift};
-use crate::state::{ActionResult, ContainerState, State};
+use crate::store::journal;
+use crate::store::state::{ActionResult, ContainerState, State};
 use crate::update;
 
 const NEXT_FIRES: usize = 3;
@@ -495,8 +495,8 @@ pub async fn check(
     let containers = docker.list().await?;
     let self_id = own_container::detect();
     let request = Request::default();
-    let me = crate::recovery::this_run(&state.instance, &config.state_file);
-    let busy = crate::recovery::busy(&me, &containers);
+    let me = crate::swap::recovery::this_run(&state.instance, &config.state_file);
+    let busy = crate::swap::recovery::busy(&me, &containers);
     let plan = plan::plan(&Input {
         config,
         state: &state,

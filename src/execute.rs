@@ -8,14 +8,14 @@ use chrono::{DateTime, Utc};
 use log::{error, info, warn};
 
 use crate::action::ActionKind;
-use crate::claim::Holder;
 use crate::config::Config;
-use crate::docker::{CallError, Docker};
+use crate::engine::docker::{CallError, Docker};
 use crate::engine::{Container, Details, Health};
 use crate::labels;
+use crate::output::report::{Item, Outcome, reason_text};
 use crate::plan::{Decision, Notice, Plan, Planned, Reason, Trigger};
-use crate::report::{Item, Outcome, reason_text};
-use crate::state::{ActionResult, State};
+use crate::store::state::{ActionResult, State};
+use crate::swap::claim::Holder;
 use crate::swap::{Claimed, Swapped, Swapper, stop_timeout};
 use crate::update::{self, Checked, Next};
 

@@ -3,29 +3,18 @@
 
 mod action;
 mod check;
-mod claim;
 mod cli;
 mod config;
-mod credentials;
-mod docker;
 mod engine;
-mod engine_tls;
 mod execute;
-mod journal;
 mod labels;
-mod lock;
 mod order;
-mod own_container;
+mod output;
 mod plan;
 mod process;
-mod recovery;
-mod recreate;
-mod reference;
-mod registry;
-mod report;
 mod run;
 mod schedule;
-mod state;
+mod store;
 mod swap;
 mod update;
 

@@ -7,14 +7,14 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::action::ActionKind;
-use crate::claim;
 use crate::config::Config;
 use crate::engine::{Container, Health, RunState};
-use crate::journal;
 use crate::labels::{self, LabelError, Settings};
 use crate::order;
 use crate::schedule::{self, Due, Window};
-use crate::state::State;
+use crate::store::journal;
+use crate::store::state::State;
+use crate::swap::claim;
 
 /// What the operator asked of this run beyond the schedules.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -370,7 +370,7 @@ mod tests {
     use super::*;
     use crate::cli::Global;
     use crate::engine::sample;
-    use crate::state::ContainerState;
+    use crate::store::state::ContainerState;
 
     fn at(s: &str) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)

@@ -7,15 +7,15 @@ use log::{error, info, warn};
 use std::collections::BTreeMap;
 
 use crate::config::Config;
-use crate::docker::Docker;
+use crate::engine::docker::Docker;
+use crate::engine::own_container;
 use crate::execute::Executor;
-use crate::lock::{self, Acquired};
-use crate::own_container;
+use crate::output::report::{Item, Outcome, Report};
 use crate::plan::{self, Input, Request};
-use crate::recovery;
-use crate::report::{Item, Outcome, Report};
-use crate::state::{self, Loaded, State};
+use crate::store::lock::{self, Acquired};
+use crate::store::state::{self, Loaded, State};
 use crate::swap::Swapper;
+use crate::swap::recovery;
 use crate::update;
 
 /// How a run ended, for the exit code.

@@ -2,6 +2,10 @@
 //! per distinct reference before anything is pulled. `decide` is pure; `check_all` and `pull`
 //! are the edges.
 
+pub mod credentials;
+pub mod reference;
+pub mod registry;
+
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -9,12 +13,12 @@ use log::warn;
 
 use crate::action::ActionKind;
 use crate::config::Modifiers;
-use crate::credentials::{self, DockerConfig};
-use crate::docker::{CallError, Docker, PullAuth};
+use crate::engine::docker::{CallError, Docker, PullAuth};
 use crate::engine::{Details, ImageInfo};
 use crate::plan::{Decision, Plan};
-use crate::reference::{ImageRef, matches_local};
-use crate::registry::{self, Answer, CheckOptions};
+use crate::update::reference::{ImageRef, matches_local};
+use credentials::DockerConfig;
+use registry::{Answer, CheckOptions};
 
 const CREDENTIAL_TIMEOUT: Duration = Duration::from_secs(10);
 

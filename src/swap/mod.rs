@@ -5,6 +5,9 @@
 //! a container happens under this guerite's claim on its name (claim.rs), so that two guerites
 //! on one engine never both act on it.
 
+pub mod claim;
+pub mod recovery;
+
 use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
@@ -13,13 +16,13 @@ use chrono::{DateTime, Utc};
 use log::{error, info, warn};
 
 use crate::action::ActionKind;
-use crate::claim::{self, Holder};
 use crate::config::Config;
-use crate::docker::{CallError, Created, Docker};
+use crate::engine::docker::{CallError, Created, Docker};
 use crate::engine::{Container, Details, Health};
-use crate::journal::{self, Entry, Phase, Seen, Step, StopSent, Verdict};
 use crate::labels;
-use crate::state::State;
+use crate::store::journal::{self, Entry, Phase, Seen, Step, StopSent, Verdict};
+use crate::store::state::State;
+use claim::Holder;
 
 const POLL: Duration = Duration::from_millis(500);
 const STOP_POLL: Duration = Duration::from_millis(250);
@@ -335,7 +338,7 @@ impl Swapper<'_> {
         state: &mut State,
         entry: &mut Entry,
         old: &Details,
-        spec: &crate::recreate::Spec,
+        spec: &crate::engine::recreate::Spec,
     ) -> Result<String, Failure> {
         let call = |what: &str, e: CallError| Failure::engine(format!("{what}: {e}"));
         let saved = |e: String| Failure::engine(e);

@@ -15,14 +15,14 @@ use chrono::{DateTime, Utc};
 use log::{error, info, warn};
 
 use crate::action::ActionKind;
-use crate::claim::{self, Abandon, Claim, Holder, Standing};
-use crate::docker::CallError;
+use crate::engine::docker::CallError;
 use crate::engine::{Container, RunState};
-use crate::journal::{self, Entry, Phase, Seen, Verdict};
+use crate::output::report::{Item, Outcome};
 use crate::plan::selects_name as selects;
 use crate::process;
-use crate::report::{Item, Outcome};
-use crate::state::State;
+use crate::store::journal::{self, Entry, Phase, Seen, Verdict};
+use crate::store::state::State;
+use crate::swap::claim::{self, Abandon, Claim, Holder, Standing};
 use crate::swap::{self, Claimed, Swapper, is_ours};
 
 pub struct Recovered {
@@ -519,8 +519,8 @@ fn lost_entry(claim: &Claim, family: &[&Container]) -> Option<Entry> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::claim::Holder;
     use crate::engine::sample;
+    use crate::swap::claim::Holder;
 
     const OLD: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 

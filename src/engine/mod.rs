@@ -1,6 +1,11 @@
 //! What guerite knows of a container, in its own terms. `docker.rs` maps the engine's answers
 //! into these; everything else (planner, report, check) reads only these.
 
+pub mod docker;
+pub mod own_container;
+pub mod recreate;
+pub mod tls;
+
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};

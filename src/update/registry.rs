@@ -38,8 +38,8 @@ use serde::Deserialize;
 use ureq::Agent;
 use ureq::http::Response;
 
-use crate::credentials::{self, Credentials, DockerConfig};
-use crate::reference::{ImageRef, is_digest};
+use crate::update::credentials::{self, Credentials, DockerConfig};
+use crate::update::reference::{ImageRef, is_digest};
 
 #[cfg(test)]
 mod bed_tests;

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 
-use crate::reference::{DOCKER_HUB, DOCKER_HUB_CREDENTIAL_KEY};
+use crate::update::reference::{DOCKER_HUB, DOCKER_HUB_CREDENTIAL_KEY};
 
 #[derive(Clone, PartialEq, Eq)]
 pub struct Credentials {

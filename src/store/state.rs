@@ -17,7 +17,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::action::ActionKind;
-use crate::journal;
+use crate::store::journal;
 
 pub const VERSION: u32 = 1;
 

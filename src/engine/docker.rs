@@ -1,5 +1,5 @@
 //! The Docker engine, through bollard. The only file that sees bollard's types: every answer is
-//! mapped into `engine.rs` terms here.
+//! mapped into the terms of `engine/mod.rs` here.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -19,9 +19,9 @@ use hyper_util::rt::TokioExecutor;
 use bollard::auth::DockerCredentials;
 
 use crate::config::DockerEndpoint;
+use crate::engine::recreate::{self, Spec};
+use crate::engine::tls::{self, ClientFiles};
 use crate::engine::{Container, Details, Health, ImageInfo, RunState};
-use crate::engine_tls::{self, ClientFiles};
-use crate::recreate::{self, Spec};
 
 /// Bounds every ordinary call, so that a stuck daemon cannot hang a cron run forever.
 const CALL_TIMEOUT: Duration = Duration::from_secs(60);
@@ -487,7 +487,7 @@ fn tls_client(
     secs: u64,
     version: &bollard::ClientVersion,
 ) -> Result<bollard::Docker> {
-    let (connector, explainer) = engine_tls::connector(host, files).map_err(|e| anyhow!(e))?;
+    let (connector, explainer) = tls::connector(host, files).map_err(|e| anyhow!(e))?;
     let mut builder = hyper_util::client::legacy::Client::builder(TokioExecutor::new());
     // As bollard's own clients: a fresh connection per request, never a pooled one the engine
     // may have closed meanwhile.
@@ -521,7 +521,7 @@ fn tls_client(
 }
 
 /// The TLS failure a request error carries, if any (see `tls_client`).
-fn tls_failure(e: &bollard::errors::Error) -> Option<&engine_tls::Failure> {
+fn tls_failure(e: &bollard::errors::Error) -> Option<&tls::Failure> {
     match e {
         bollard::errors::Error::IOError { err } => err.get_ref()?.downcast_ref(),
         _ => None,

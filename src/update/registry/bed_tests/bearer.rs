@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use super::*;
-use crate::credentials::{base64_decode, base64_encode};
+use crate::update::credentials::{base64_decode, base64_encode};
 
 const SERVICE: &str = "guerite-test";
 const ISSUER: &str = "guerite-test-issuer";

@@ -13,7 +13,7 @@ use std::sync::atomic::AtomicU32;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use super::*;
-use crate::reference::matches_local;
+use crate::update::reference::matches_local;
 
 mod bearer;
 

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, anyhow, bail};
 use chrono::{DateTime, Utc};
 
-use crate::state;
+use crate::store::state;
 
 /// Held until dropped; the kernel releases it if the process dies, so a `kill -9` never leaves
 /// a lock behind.
