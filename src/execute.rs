@@ -11,8 +11,9 @@ use crate::action::ActionKind;
 use crate::config::Config;
 use crate::engine::docker::{CallError, Docker};
 use crate::engine::{Container, Details, Health};
+use crate::event::{Event, Outcome, short};
 use crate::labels;
-use crate::output::report::{Item, Outcome, reason_text};
+use crate::output::report::reason_text;
 use crate::plan::{Decision, Notice, Plan, Planned, Reason, Trigger};
 use crate::store::state::{ActionResult, State};
 use crate::swap::claim::Holder;
@@ -39,6 +40,14 @@ struct Done {
     detail: String,
     /// The container was replaced: its dependents need recreating.
     replaced: bool,
+    /// For a replacement: the image reference, the image IDs before and after (or tried),
+    /// and the digest found.
+    image: Option<String>,
+    old_image: Option<String>,
+    new_image: Option<String>,
+    digest: Option<String>,
+    /// The cause of a failure, when it is shorter than `detail` (which says what followed).
+    error: Option<String>,
 }
 
 impl Done {
@@ -47,43 +56,70 @@ impl Done {
             outcome,
             detail: detail.into(),
             replaced: false,
+            image: None,
+            old_image: None,
+            new_image: None,
+            digest: None,
+            error: None,
         }
+    }
+
+    /// The event for `c`: a replacement names the container's image reference too.
+    fn event(
+        self,
+        c: &Container,
+        action: Option<ActionKind>,
+        trigger: Option<Trigger>,
+        took: std::time::Duration,
+    ) -> Event {
+        let mut event =
+            Event::new(c.name.clone(), self.outcome, self.detail).action(action, trigger);
+        event.image = self.image;
+        event.old_image = self.old_image;
+        event.new_image = self.new_image;
+        event.digest = self.digest;
+        if self.error.is_some() {
+            event.error = self.error;
+        }
+        event.duration_ms = Some(u64::try_from(took.as_millis()).unwrap_or(u64::MAX));
+        event
+    }
+
+    /// A replacement of `d`'s container: its image reference, the image IDs before and after
+    /// (or tried), and the digest found.
+    fn images(mut self, d: &Details, new: &str, digest: Option<String>) -> Done {
+        self.image = Some(d.image.clone());
+        let old = &d.image_id;
+        self.old_image = Some(old.to_string());
+        self.new_image = Some(new.to_string());
+        self.digest = digest;
+        self
     }
 }
 
 impl Executor<'_> {
-    pub async fn run(&self, plan: &Plan<'_>, state: &mut State) -> Vec<Item> {
+    pub async fn run(&self, plan: &Plan<'_>, state: &mut State) -> Vec<Event> {
         let mut items = Vec::new();
         for name in &plan.unknown {
             error!("{name}: no labelled container has this name (--only)");
-            items.push(Item {
-                container: name.clone(),
-                action: None,
-                outcome: Outcome::Error,
-                trigger: None,
-                detail: "no labelled container has this name".into(),
-            });
+            items.push(Event::new(
+                name.clone(),
+                Outcome::Error,
+                "no labelled container has this name",
+            ));
         }
         for (name, why) in &plan.away {
             warn!("{name}: skipped: {why}");
-            items.push(Item {
-                container: name.clone(),
-                action: None,
-                outcome: Outcome::Skipped,
-                trigger: None,
-                detail: why.clone(),
-            });
+            items.push(Event::new(name.clone(), Outcome::Skipped, why.clone()));
         }
         for cycle in &plan.cycles {
             let path = cycle.join(" -> ");
             warn!("dependency cycle {path}: ordered by name instead");
-            items.push(Item {
-                container: cycle.first().cloned().unwrap_or_default(),
-                action: None,
-                outcome: Outcome::Skipped,
-                trigger: None,
-                detail: format!("dependency cycle {path}: ordered by name instead"),
-            });
+            items.push(Event::new(
+                cycle.first().cloned().unwrap_or_default(),
+                Outcome::Skipped,
+                format!("dependency cycle {path}: ordered by name instead"),
+            ));
         }
         // Containers recreated as dependents of another: their listed id is gone.
         let mut replaced = HashSet::new();
@@ -95,13 +131,11 @@ impl Executor<'_> {
                     .iter()
                     .any(|v| matches!(v.decision, Decision::Act(_)))
                 {
-                    items.push(Item {
-                        container: planned.container.name.clone(),
-                        action: None,
-                        outcome: Outcome::Skipped,
-                        trigger: None,
-                        detail: "recreated earlier in this run, as a dependent".into(),
-                    });
+                    items.push(Event::new(
+                        planned.container.name.clone(),
+                        Outcome::Skipped,
+                        "recreated earlier in this run, as a dependent",
+                    ));
                 }
                 continue;
             }
@@ -138,16 +172,12 @@ impl Executor<'_> {
         planned: &Planned<'_>,
         state: &mut State,
         replaced: &mut HashSet<String>,
-    ) -> Vec<Item> {
+    ) -> Vec<Event> {
         let c = planned.container;
         let tz = self.config.tz;
         let mut items = Vec::new();
-        let item = |action, outcome, trigger, detail: String| Item {
-            container: c.name.clone(),
-            action,
-            outcome,
-            trigger,
-            detail,
+        let item = |action, outcome, trigger, detail: String| {
+            Event::new(c.name.clone(), outcome, detail).action(action, trigger)
         };
         for e in &planned.errors {
             error!("{}: {e}; container skipped", c.name);
@@ -184,7 +214,9 @@ impl Executor<'_> {
                 ));
                 continue;
             }
+            let started = std::time::Instant::now();
             let result = self.act(c, kind, trigger, state).await;
+            let took = started.elapsed();
             match result.outcome {
                 Outcome::Done => info!("{}: {kind} done{}", c.name, suffix(&result.detail)),
                 Outcome::Failed => error!("{}: {kind} failed: {}", c.name, result.detail),
@@ -206,13 +238,9 @@ impl Executor<'_> {
             if result.outcome == Outcome::Done {
                 done = Some(kind);
             }
-            items.push(item(
-                Some(kind),
-                result.outcome,
-                Some(trigger),
-                result.detail,
-            ));
-            if result.replaced {
+            let replaced_it = result.replaced;
+            items.push(result.event(c, Some(kind), Some(trigger), took));
+            if replaced_it {
                 items.extend(self.dependents(c, state, replaced).await);
             }
         }
@@ -247,10 +275,10 @@ impl Executor<'_> {
         }
         match kind {
             ActionKind::Restart => self.restart(&details).await,
-            ActionKind::Recreate => {
-                self.replace(state, &details, kind, &details.image_id, None)
-                    .await
-            }
+            ActionKind::Recreate => self
+                .replace(state, &details, kind, &details.image_id, None)
+                .await
+                .images(&details, &details.image_id, None),
             ActionKind::Health => self.health(state, &details, trigger).await,
             ActionKind::Update => unreachable!("updates are handled above"),
         }
@@ -333,8 +361,9 @@ impl Executor<'_> {
             );
         }
         let mut done = self
-            .replace(state, d, ActionKind::Update, &image.id, digest)
-            .await;
+            .replace(state, d, ActionKind::Update, &image.id, digest.clone())
+            .await
+            .images(d, &image.id, digest);
         if done.outcome == Outcome::Done {
             done.detail = format!("{} -> {}", short(&d.image_id), short(&image.id));
         }
@@ -402,7 +431,8 @@ impl Executor<'_> {
         }
         let done = self
             .replace(state, d, ActionKind::Health, &d.image_id, None)
-            .await;
+            .await
+            .images(d, &d.image_id, None);
         if done.outcome == Outcome::Done {
             // At most one health replacement per backoff period.
             state.container_mut(&d.name).health_after = Some(self.now + self.config.health_backoff);
@@ -426,14 +456,16 @@ impl Executor<'_> {
         let names = self.names();
         match swapper.swap(state, d, kind, image, digest, &names).await {
             Swapped::Replaced => Done {
-                outcome: Outcome::Done,
-                detail: String::new(),
                 replaced: true,
+                ..Done::new(Outcome::Done, "")
             },
-            Swapped::RolledBack(why) => Done::new(
-                Outcome::Failed,
-                format!("{why}; rolled back to the old container"),
-            ),
+            Swapped::RolledBack(why) => Done {
+                error: Some(why.clone()),
+                ..Done::new(
+                    Outcome::Failed,
+                    format!("{why}; rolled back to the old container"),
+                )
+            },
             Swapped::UndoPending { reason, error } => Done::new(
                 Outcome::Failed,
                 format!(
@@ -443,12 +475,14 @@ impl Executor<'_> {
             // The new container has the name and passed verification: its dependents follow
             // it, even though the swap itself is finished by the next run.
             Swapped::CommitPending(error) => Done {
-                outcome: Outcome::Failed,
-                detail: format!(
-                    "the new container passed verification, but the swap is not finished \
-                     ({error}); the next run finishes it"
-                ),
                 replaced: true,
+                ..Done::new(
+                    Outcome::Failed,
+                    format!(
+                        "the new container passed verification, but the swap is not finished \
+                         ({error}); the next run finishes it"
+                    ),
+                )
             },
             Swapped::NotStarted(why) => Done::new(Outcome::Failed, why),
             Swapped::Skipped(why) => Done::new(Outcome::Skipped, why),
@@ -462,7 +496,7 @@ impl Executor<'_> {
         target: &Container,
         state: &mut State,
         replaced: &mut HashSet<String>,
-    ) -> Vec<Item> {
+    ) -> Vec<Event> {
         let mut items = Vec::new();
         for dep in self
             .containers
@@ -473,6 +507,7 @@ impl Executor<'_> {
                 continue;
             };
             // The dependent's `container:<old id>` resolves to the name, now the new container's.
+            let started = std::time::Instant::now();
             let done = self
                 .replace(
                     state,
@@ -482,6 +517,7 @@ impl Executor<'_> {
                     None,
                 )
                 .await;
+            let took = started.elapsed();
             replaced.insert(dep.name.clone());
             let detail = format!(
                 "shares the network of {}, which was replaced{}",
@@ -492,13 +528,8 @@ impl Executor<'_> {
                 Outcome::Done => info!("{}: recreated: {detail}", dep.name),
                 _ => error!("{}: recreate failed: {detail}", dep.name),
             }
-            items.push(Item {
-                container: dep.name.clone(),
-                action: Some(ActionKind::Recreate),
-                outcome: done.outcome,
-                trigger: None,
-                detail,
-            });
+            let done = Done { detail, ..done };
+            items.push(done.event(dep, Some(ActionKind::Recreate), None, took));
         }
         items
     }
@@ -555,11 +586,6 @@ fn shares_network_of(dep: &Container, of: &Container) -> bool {
         .as_deref()
         .and_then(|m| m.strip_prefix("container:"))
         .is_some_and(|target| target == of.id || target == of.name || of.id.starts_with(target))
-}
-
-fn short(id: &str) -> &str {
-    let id = id.strip_prefix("sha256:").unwrap_or(id);
-    &id[..id.len().min(12)]
 }
 
 fn suffix(detail: &str) -> String {

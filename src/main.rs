@@ -6,6 +6,7 @@ mod check;
 mod cli;
 mod config;
 mod engine;
+mod event;
 mod execute;
 mod labels;
 mod order;

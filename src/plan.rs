@@ -44,12 +44,7 @@ pub struct Input<'a, 'c> {
     pub busy: &'a BTreeMap<String, String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-#[serde(tag = "by", rename_all = "lowercase")]
-pub enum Trigger {
-    Schedule { fire: DateTime<Utc> },
-    Forced,
-}
+pub use crate::event::Trigger;
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "reason", rename_all = "snake_case")]

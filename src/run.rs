@@ -9,8 +9,9 @@ use std::collections::BTreeMap;
 use crate::config::Config;
 use crate::engine::docker::Docker;
 use crate::engine::own_container;
+use crate::event::{Event, Outcome};
 use crate::execute::Executor;
-use crate::output::report::{Item, Outcome, Report};
+use crate::output::report::Report;
 use crate::plan::{self, Input, Request};
 use crate::store::lock::{self, Acquired};
 use crate::store::state::{self, Loaded, State};
@@ -135,14 +136,8 @@ pub async fn run(config: &Config, options: &Options, now: DateTime<Utc>) -> Resu
     })
 }
 
-fn item(container: String, outcome: Outcome, detail: String) -> Item {
-    Item {
-        container,
-        action: None,
-        outcome,
-        trigger: None,
-        detail,
-    }
+fn item(container: String, outcome: Outcome, detail: String) -> Event {
+    Event::new(container, outcome, detail)
 }
 
 fn overlap(config: &Config, holder: lock::Holder, now: DateTime<Utc>) -> Ended {

@@ -342,6 +342,68 @@ fn pulls_since(bed: &Bed, t0: &str) -> String {
     ])
 }
 
+/// The run's events as data: an update and a rolled-back one name both images, the digest,
+/// the error and how long they took.
+fn events_name_the_images_and_the_digest(bed: Bed) {
+    let reference = bed.reference("app", "1");
+    image_version(&bed, &reference, 1, "");
+    let name = bed.container_of("app", &reference, &[("update", "0 4 * * *")], &[], &[]);
+    let v1 = bed.inspect(&name, "{{.Image}}");
+    let event = |env: &[(&str, &str)]| {
+        let run = update(&bed, &name, &[&[("GUERITE_JSON", "true")], env].concat());
+        let report: serde_json::Value = serde_json::from_str(&run.stdout).expect("JSON");
+        let items = report["items"].as_array().expect("items").clone();
+        assert_eq!(items.len(), 1, "{report}");
+        items[0].clone()
+    };
+
+    image_version(&bed, &reference, 2, EXITS_AT_ONCE);
+    let failed = event(&[]);
+    assert_eq!(failed["outcome"], "failed", "{failed}");
+    assert_eq!(failed["image"], reference.as_str(), "{failed}");
+    assert_eq!(failed["old_image"], v1.as_str(), "{failed}");
+    let v2 = failed["new_image"]
+        .as_str()
+        .expect("the image tried")
+        .to_string();
+    assert!(v2.starts_with("sha256:") && v2 != v1, "{failed}");
+    assert!(
+        failed["digest"]
+            .as_str()
+            .is_some_and(|d| d.starts_with("sha256:")),
+        "{failed}"
+    );
+    let error = failed["error"].as_str().expect("an error");
+    assert!(
+        !error.is_empty() && failed["detail"].as_str().unwrap().starts_with(error),
+        "{failed}"
+    );
+    assert!(failed["duration_ms"].as_u64().is_some(), "{failed}");
+
+    image_version(&bed, &reference, 3, "");
+    let done = event(&[]);
+    assert_eq!(done["outcome"], "done", "{done}");
+    assert_eq!(done["action"], "update", "{done}");
+    assert_eq!(
+        done["trigger"],
+        serde_json::json!({"by": "forced"}),
+        "{done}"
+    );
+    assert_eq!(done["old_image"], v1.as_str(), "{done}");
+    assert_eq!(
+        done["new_image"],
+        bed.inspect(&name, "{{.Image}}").as_str(),
+        "{done}"
+    );
+    assert!(
+        done["digest"]
+            .as_str()
+            .is_some_and(|d| d.starts_with("sha256:")),
+        "{done}"
+    );
+    assert_eq!(done.get("error"), None, "{done}");
+}
+
 fn now() -> String {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -368,6 +430,7 @@ on_both_engines! {
     rollback_exits_at_once => |bed| rollback_quarantines_the_digest_until_a_newer_one(bed, EXITS_AT_ONCE);
     dependents => dependents_in_its_network_namespace_work_afterwards;
     credentials => credentials_from_the_docker_config;
+    events => events_name_the_images_and_the_digest;
 }
 
 #[test]

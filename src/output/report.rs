@@ -6,33 +6,8 @@ use chrono_tz::Tz;
 use serde::Serialize;
 
 use crate::action::ActionKind;
-use crate::plan::{Reason, Trigger};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Outcome {
-    Done,
-    WouldDo,
-    /// An update check found the running image current.
-    UpToDate,
-    /// monitor_only: a newer image exists and was not pulled.
-    Available,
-    Failed,
-    Skipped,
-    Missed,
-    Error,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Item {
-    pub container: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub action: Option<ActionKind>,
-    pub outcome: Outcome,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub trigger: Option<Trigger>,
-    pub detail: String,
-}
+use crate::event::{Event, Outcome, Trigger};
+use crate::plan::Reason;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
@@ -43,7 +18,7 @@ pub struct Report {
     pub engine: String,
     pub api_version: String,
     pub monitored: usize,
-    pub items: Vec<Item>,
+    pub items: Vec<Event>,
 }
 
 fn tz_name<S: serde::Serializer>(tz: &Tz, s: S) -> Result<S::Ok, S::Error> {
@@ -95,7 +70,7 @@ impl Report {
     }
 }
 
-fn verb(item: &Item) -> String {
+fn verb(item: &Event) -> String {
     let action = item.action.map(ActionKind::as_str).unwrap_or("");
     match (item.outcome, item.action) {
         (Outcome::Done, Some(ActionKind::Update)) => "updated".into(),
@@ -185,20 +160,9 @@ mod tests {
             api_version: "1.41".into(),
             monitored: 2,
             items: vec![
-                Item {
-                    container: "web".into(),
-                    action: Some(ActionKind::Restart),
-                    outcome: Outcome::Done,
-                    trigger: Some(Trigger::Schedule { fire }),
-                    detail: String::new(),
-                },
-                Item {
-                    container: "db".into(),
-                    action: None,
-                    outcome: Outcome::Error,
-                    trigger: None,
-                    detail: "label guerite.restart=\"x\": bad".into(),
-                },
+                Event::new("web", Outcome::Done, "")
+                    .action(Some(ActionKind::Restart), Some(Trigger::Schedule { fire })),
+                Event::new("db", Outcome::Error, "label guerite.restart=\"x\": bad"),
             ],
         };
         assert_eq!(

@@ -17,7 +17,7 @@ use log::{error, info, warn};
 use crate::action::ActionKind;
 use crate::engine::docker::CallError;
 use crate::engine::{Container, RunState};
-use crate::output::report::{Item, Outcome};
+use crate::event::{Event, Outcome};
 use crate::plan::selects_name as selects;
 use crate::process;
 use crate::store::journal::{self, Entry, Phase, Seen, Verdict};
@@ -26,7 +26,7 @@ use crate::swap::claim::{self, Abandon, Claim, Holder, Standing};
 use crate::swap::{self, Claimed, Swapper, is_ours};
 
 pub struct Recovered {
-    pub items: Vec<Item>,
+    pub items: Vec<Event>,
     /// Something on the engine changed: the container list is stale.
     pub changed: bool,
     /// Names this run must not act on, and why.
@@ -46,14 +46,8 @@ enum Work {
 
 /// A recovery line: not the action it finishes (its verb would say that action was done), but
 /// a recovery of it, named in the detail.
-fn item(name: &str, outcome: Outcome, detail: String) -> Item {
-    Item {
-        container: name.to_string(),
-        action: None,
-        outcome,
-        trigger: None,
-        detail,
-    }
+fn item(name: &str, outcome: Outcome, detail: String) -> Event {
+    Event::new(name, outcome, detail)
 }
 
 /// The claims on the list, by the name they protect.
