@@ -11,7 +11,7 @@
 # Usage (from any directory):
 #   contrib/bench/noop.sh                       builds target/release/guerite if stale
 #   GUERITE_BIN=/path/to/guerite contrib/bench/noop.sh
-#   BENCH_SIZES="100 1000" BENCH_RUNS=50 contrib/bench/noop.sh
+#   BENCH_SIZES="100 1000" BENCH_RUNS=50 BENCH_ROUNDS=5 contrib/bench/noop.sh
 #   BENCH_DOCKER_HOST=unix:///path/docker.sock contrib/bench/noop.sh   another engine than the bed's
 #
 # It sets up the test bed (contrib/testbed.sh) if target/testbed/env is missing, then grows one
@@ -21,7 +21,8 @@
 # engine lists a created container much as a running one, and 5,000 running ones would not fit
 # this machine); BENCH_PARALLEL (default 8) creates run side by side, through xargs. guerite
 # is pointed at exactly those labels and at a private state file; at each size one warm-up run
-# checks that nothing is due, then steady-state minute runs are measured.
+# checks that nothing is due, then steady-state minute runs are measured: BENCH_RUNS (30) runs
+# of each command, in BENCH_ROUNDS (3) rounds that take turns, pooled.
 # Everything it created (containers found by the unique label, the temp dir, the socat it
 # started) is removed on exit, including on failure or ctrl-C.
 #
@@ -31,6 +32,7 @@ set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 runs=${BENCH_RUNS:-30}
+rounds=${BENCH_ROUNDS:-3}
 read -r -a sizes <<<"${BENCH_SIZES:-100 1000 5000}"
 rss_runs=${BENCH_RSS_RUNS:-5}
 parallel=${BENCH_PARALLEL:-8}
@@ -44,6 +46,7 @@ declare -A goal_rss_mib=([100]=10 [1000]=16)
 source "$root/contrib/bench/lib.sh"
 need hyperfine /usr/bin/time:time jq socat curl python3
 ((${#sizes[@]})) || die "BENCH_SIZES is empty"
+[[ $runs =~ ^[1-9][0-9]*$ && $rounds =~ ^[1-9][0-9]*$ ]] || die "BENCH_RUNS and BENCH_ROUNDS must be positive integers"
 prev=0
 for n in "${sizes[@]}"; do
   if ! [[ $n =~ ^[1-9][0-9]*$ ]] || ((n <= prev)); then
@@ -158,7 +161,7 @@ rss_of() {
 
 # measure N: one size's figures, printed as a block and kept for the summary.
 measure() {
-  local n=$1 warm monitored api total list_kib hf
+  local n=$1 warm monitored api total list_kib
   total=$(docker ps -aq | wc -l)
 
   # The warm-up run creates or extends the state file; it must find nothing due.
@@ -171,17 +174,30 @@ measure() {
   list_kib=$(($(curl -s --unix-socket "$sock" 'http://localhost/containers/json?all=1' | wc -c) / 1024))
   log "$n containers: $monitored monitored, nothing due, API $api, list $list_kib KiB"
 
-  # Wall and CPU time.
-  hf=$tmp/hyperfine-$n.json
-  log "hyperfine: $runs runs each"
-  hyperfine -N --style basic --warmup 3 --runs "$runs" --output=null --export-json "$hf" \
-    -n guerite "$bin_q run" -n curl "$curl_cmd" >&2 || die "hyperfine failed"
+  # Wall and CPU time. hyperfine runs one command's runs, then the other's; the engine's
+  # listing time drifts over a minute (the floor is mostly the engine), so the runs are split
+  # into rounds that take turns, and pooled.
+  local round per=$(((runs + rounds - 1) / rounds))
+  for ((round = 1; round <= rounds; round++)); do
+    log "hyperfine: round $round of $rounds, $per runs each"
+    hyperfine -N --style basic --warmup 3 --runs "$per" --output=null \
+      --export-json "$tmp/hyperfine-$n-$round.json" \
+      -n guerite "$bin_q run" -n curl "$curl_cmd" >&2 || die "hyperfine failed"
+  done
   local g_med c_med g_cpu c_cpu
-  g_med=$(jq -r '.results[] | select(.command == "guerite") | .median' "$hf")
-  c_med=$(jq -r '.results[] | select(.command == "curl") | .median' "$hf")
-  g_cpu=$(jq -r '.results[] | select(.command == "guerite") | .user + .system' "$hf")
-  c_cpu=$(jq -r '.results[] | select(.command == "curl") | .user + .system' "$hf")
-  [[ -n $g_med && -n $c_med && -n $g_cpu && -n $c_cpu ]] || die "could not read hyperfine's JSON"
+  read -r g_med c_med g_cpu c_cpu < <(python3 -c '
+import json, statistics, sys
+pooled = {}
+for path in sys.argv[1:]:
+    for r in json.load(open(path))["results"]:
+        p = pooled.setdefault(r["command"], {"times": [], "cpu": []})
+        p["times"] += r["times"]
+        p["cpu"] += [r["user"] + r["system"]] * len(r["times"])
+g, c = pooled["guerite"], pooled["curl"]
+print(statistics.median(g["times"]), statistics.median(c["times"]),
+      statistics.mean(g["cpu"]), statistics.mean(c["cpu"]))' "$tmp"/hyperfine-"$n"-*.json) ||
+    die "could not read hyperfine's JSON"
+  [[ -n $c_cpu ]] || die "could not read hyperfine's JSON"
 
   # API calls, through a logging proxy.
   local proxy=$tmp/proxy.sock proxied ncalls calls short i
@@ -223,8 +239,8 @@ measure() {
   {
     echo
     echo "noop run, $n monitored containers (created, not running; $total on the engine; list $list_kib KiB), nothing due (docker $engine, API $api)"
-    printf '  wall   guerite %7s ms   curl %7s ms   ratio %5s   goal %s%s   (median of %s)\n' \
-      "$(ms "$g_med")" "$(ms "$c_med")" "$wall_r" "$(goal "${goal_wall[$n]:-}" ' x')" "$(miss "$wall_ok")" "$runs"
+    printf '  wall   guerite %7s ms   curl %7s ms   ratio %5s   goal %s%s   (median of %s runs in %s rounds)\n' \
+      "$(ms "$g_med")" "$(ms "$c_med")" "$wall_r" "$(goal "${goal_wall[$n]:-}" ' x')" "$(miss "$wall_ok")" "$((per * rounds))" "$rounds"
     printf '  CPU    guerite %7s ms   curl %7s ms   ratio %5s   goal %s%s   (user+sys, mean)\n' \
       "$(ms "$g_cpu")" "$(ms "$c_cpu")" "$cpu_r" "$(goal "${goal_cpu[$n]:-}" ' x')" "$(miss "$cpu_ok")"
     printf '  RSS    guerite %7s MiB  curl %7s MiB  ratio %5s   goal %s%s   (peak, max of %s)\n' \
