@@ -1,9 +1,10 @@
 //! The planner: a pure function of (config, state, containers, now, request) that says, for every
 //! labelled container and each of its schedules, what to do now or why not. No clock, no I/O.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
 use serde::Serialize;
 
 use crate::action::ActionKind;
@@ -11,7 +12,7 @@ use crate::config::Config;
 use crate::engine::{Container, Health, RunState};
 use crate::labels::{self, LabelError, Settings};
 use crate::order;
-use crate::schedule::{self, Due, Window};
+use crate::schedule::{self, Due, Schedule, Window};
 use crate::store::journal;
 use crate::store::state::State;
 use crate::swap::claim;
@@ -171,6 +172,7 @@ pub struct Plan<'a> {
 pub fn plan<'c>(input: &Input<'_, 'c>) -> Plan<'c> {
     let cfg = input.config;
     let only: BTreeSet<&str> = input.request.only.iter().map(String::as_str).collect();
+    let mut shared = Shared::default();
     let mut containers: Vec<Planned<'c>> = input
         .containers
         .iter()
@@ -179,15 +181,15 @@ pub fn plan<'c>(input: &Input<'_, 'c>) -> Plan<'c> {
         // they are the swap's machinery, not containers to act on.
         .filter(|c| journal::leftover(&c.name).is_none() && claim::base_of(c).is_none())
         .filter(|c| only.is_empty() || only.contains(c.name.as_str()))
-        .map(|c| plan_container(input, c))
+        .map(|c| plan_container(input, c, &mut shared))
         .collect();
-    let all: Vec<&Container> = input.containers.iter().collect();
+    let index = order::Index::new(input.containers);
     let deps = containers
         .iter()
         .map(|p| {
             (
                 p.container.name.clone(),
-                order::dependencies(p.container, &all),
+                order::dependencies(p.container, &index),
             )
         })
         .collect();
@@ -196,10 +198,21 @@ pub fn plan<'c>(input: &Input<'_, 'c>) -> Plan<'c> {
         .map(|p| p.container.name.clone())
         .collect();
     let (ordered, cycles) = order::order(&names, &deps);
-    containers.sort_by_key(|p| ordered.iter().position(|n| *n == p.container.name));
+    // A lookup per container, not a scan of the order: at thousands of containers the scan,
+    // once per comparison, was most of a run.
+    let rank: HashMap<&str, usize> = ordered
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.as_str(), i))
+        .collect();
+    containers.sort_by_cached_key(|p| rank.get(p.container.name.as_str()).copied());
+    let planned: HashSet<&str> = containers
+        .iter()
+        .map(|p| p.container.name.as_str())
+        .collect();
     let (away, unknown): (Vec<&str>, Vec<&str>) = only
         .iter()
-        .filter(|n| !containers.iter().any(|p| p.container.name == **n))
+        .filter(|n| !planned.contains(**n))
         .partition(|n| input.busy.contains_key(**n));
     Plan {
         containers,
@@ -248,7 +261,32 @@ fn selection(cfg: &Config, c: &Container, self_id: Option<&str>) -> Option<Reaso
     None
 }
 
-fn plan_container<'c>(input: &Input<'_, 'c>, c: &'c Container) -> Planned<'c> {
+/// What planning one container leaves for the next: most containers share their schedule
+/// expressions with many others, and what follows from an expression alone is worked out once.
+#[derive(Default)]
+struct Shared {
+    schedules: labels::Schedules,
+    /// The first fire time after `now`, by expression (`now` and the zone are the run's).
+    next: HashMap<String, Option<DateTime<Utc>>>,
+}
+
+impl Shared {
+    fn next_after(
+        &mut self,
+        sched: &Schedule,
+        now: DateTime<Utc>,
+        tz: Tz,
+    ) -> Option<DateTime<Utc>> {
+        if let Some(next) = self.next.get(sched.expr()) {
+            return *next;
+        }
+        let next = sched.next_after(now, tz, 1).first().copied();
+        self.next.insert(sched.expr().to_string(), next);
+        next
+    }
+}
+
+fn plan_container<'c>(input: &Input<'_, 'c>, c: &'c Container, shared: &mut Shared) -> Planned<'c> {
     let cfg = input.config;
     let remembered = input.state.container(&c.name);
     let mut planned = Planned {
@@ -265,7 +303,8 @@ fn plan_container<'c>(input: &Input<'_, 'c>, c: &'c Container) -> Planned<'c> {
         planned.verdicts = whole(reason);
         return planned;
     }
-    let settings = match labels::parse(&c.labels, &cfg.labels, cfg.defaults) {
+    let settings = match labels::parse(&c.labels, &cfg.labels, cfg.defaults, &mut shared.schedules)
+    {
         Ok(s) => s,
         Err(errors) => {
             // A typo in any label makes the others untrustworthy too (no_pull=flase must not
@@ -297,7 +336,7 @@ fn plan_container<'c>(input: &Input<'_, 'c>, c: &'c Container) -> Planned<'c> {
                     Due::Due { fire } => Decision::Act(Trigger::Schedule { fire }),
                     Due::Missed { fire } => Decision::Skip(Reason::Missed { fire }),
                     Due::NotDue => Decision::Skip(Reason::NotDue {
-                        next: sched.next_after(input.now, cfg.tz, 1).first().copied(),
+                        next: shared.next_after(sched, input.now, cfg.tz),
                     }),
                 }
             }
@@ -636,9 +675,11 @@ mod tests {
         stopped.state = RunState::Exited;
         let containers = [sample("a", &[("guerite.restart", "0 3 * * *")]), stopped];
         let request = Request {
-            only: vec!["b".into(), "nope".into()],
+            only: vec!["b".into(), "nope".into(), "held".into()],
             force: Some(ActionKind::Restart),
         };
+        // Away under another name while someone works on it: not unknown.
+        let busy = BTreeMap::from([("held".to_string(), "a swap is not finished".to_string())]);
         let input = Input {
             config: &cfg,
             state: &State::fresh(),
@@ -646,10 +687,14 @@ mod tests {
             now: at("2026-11-21T12:01:05Z"),
             request: &request,
             self_id: None,
-            busy: &BTreeMap::new(),
+            busy: &busy,
         };
         let p = plan(&input);
         assert_eq!(p.unknown, ["nope"]);
+        assert_eq!(
+            p.away,
+            [("held".to_string(), "a swap is not finished".to_string())]
+        );
         assert_eq!(p.containers.len(), 1);
         let acts: Vec<_> = p.containers[0].actions().collect();
         assert_eq!(
@@ -756,22 +801,90 @@ mod tests {
             ),
             sample("b-db", &[("guerite.restart", "* * * * *")]),
         ];
+        assert_eq!(
+            planned_order(&cfg, &containers),
+            (vec!["b-db".to_string(), "a-web".to_string()], vec![])
+        );
+    }
+
+    /// The names of a full run's plan in the order it acts in, and the cycles it broke.
+    fn planned_order(cfg: &Config, containers: &[Container]) -> (Vec<String>, Vec<Vec<String>>) {
         let input = Input {
-            config: &cfg,
+            config: cfg,
             state: &State::fresh(),
-            containers: &containers,
+            containers,
             now: at("2026-11-21T12:01:05Z"),
             request: &Request::default(),
             self_id: None,
             busy: &BTreeMap::new(),
         };
         let p = plan(&input);
-        let names: Vec<&str> = p
-            .containers
-            .iter()
-            .map(|c| c.container.name.as_str())
+        let names = p.containers.iter().map(|c| c.container.name.clone());
+        (names.collect(), p.cycles)
+    }
+
+    #[test]
+    fn thousands_of_containers_in_dependency_order() {
+        // Each depends on the one after it by name, and every tenth shares a network with the
+        // one after that by id: the plan is the list backwards.
+        let cfg = config(|_| {});
+        let n = 2_000;
+        let name = |i: usize| format!("c{i:04}");
+        let containers: Vec<Container> = (0..n)
+            .map(|i| {
+                let mut c = sample(&name(i), &[("guerite.restart", "0 0 1 1 *")]);
+                c.id = format!("{i:064}");
+                let last = i + 1 == n;
+                if !last && i % 10 == 0 {
+                    c.network_mode = Some(format!("container:{:064}", i + 1));
+                } else if !last {
+                    c.labels.insert("guerite.depends_on".into(), name(i + 1));
+                }
+                c
+            })
             .collect();
-        assert_eq!(names, ["b-db", "a-web"]);
-        assert!(p.cycles.is_empty());
+        let expected: Vec<String> = (0..n).rev().map(name).collect();
+        assert_eq!(planned_order(&cfg, &containers), (expected, vec![]));
+    }
+
+    #[test]
+    fn containers_sharing_an_expression_each_get_its_next_fire() {
+        let cfg = config(|_| {});
+        let containers = [
+            sample("a", &[("guerite.restart", "0 3 * * *")]),
+            sample(
+                "b",
+                &[
+                    ("guerite.restart", "0 4 * * *"),
+                    ("guerite.update", "0 3 * * *"),
+                ],
+            ),
+            sample("c", &[("guerite.restart", "0 3 * * *")]),
+            sample("d", &[("guerite.restart", " 0 3 * * * ")]),
+        ];
+        let got = verdicts(
+            &cfg,
+            &after(&State::fresh(), "2026-11-21T12:00:00Z"),
+            &containers,
+            "2026-11-21T12:01:05Z",
+            &Request::default(),
+        );
+        let not_due = |n: &str, k, s| {
+            (
+                n.to_string(),
+                Some(k),
+                Decision::Skip(Reason::NotDue { next: Some(at(s)) }),
+            )
+        };
+        assert_eq!(
+            got,
+            [
+                not_due("a", ActionKind::Restart, "2026-11-22T03:00:00Z"),
+                not_due("b", ActionKind::Update, "2026-11-22T03:00:00Z"),
+                not_due("b", ActionKind::Restart, "2026-11-22T04:00:00Z"),
+                not_due("c", ActionKind::Restart, "2026-11-22T03:00:00Z"),
+                not_due("d", ActionKind::Restart, "2026-11-22T03:00:00Z"),
+            ]
+        );
     }
 }
