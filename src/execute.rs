@@ -289,14 +289,9 @@ impl Executor<'_> {
             return Done::new(Outcome::Skipped, "removed by someone else during the run");
         };
         let d = &checked.details;
-        let modifiers = labels::parse(
-            &c.labels,
-            &self.config.labels,
-            self.config.defaults,
-            &mut labels::Schedules::default(),
-        )
-        .map(|s| s.modifiers)
-        .unwrap_or(self.config.defaults);
+        let modifiers = labels::parse(&c.labels, &self.config.labels, self.config.defaults)
+            .map(|s| s.modifiers)
+            .unwrap_or(self.config.defaults);
         let quarantined = state.container(&c.name).and_then(|s| s.quarantined.clone());
         let next = update::decide(
             checked,

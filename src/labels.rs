@@ -2,8 +2,7 @@
 //! naming the container's label and value, and the caller decides that only this container
 //! stops.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use std::collections::BTreeMap;
 
 use serde::Serialize;
 
@@ -19,9 +18,8 @@ pub const SCOPE: &str = "guerite.scope";
 
 #[derive(Debug, Clone, Default)]
 pub struct Settings {
-    /// The schedules present, in precedence order (update, recreate, health, restart); shared
-    /// with every container whose label has the same value (see [`Schedules`]).
-    pub schedules: Vec<(ActionKind, Arc<Schedule>)>,
+    /// The schedules present, in precedence order (update, recreate, health, restart).
+    pub schedules: Vec<(ActionKind, Schedule)>,
     pub modifiers: Modifiers,
     pub depends_on: Vec<String>,
 }
@@ -31,24 +29,7 @@ impl Settings {
         self.schedules
             .iter()
             .find(|(k, _)| *k == kind)
-            .map(|(_, s)| &**s)
-    }
-}
-
-/// The schedules parsed so far, by label value, so that containers whose labels say the same
-/// share one parsed schedule. croner's takes about 5 KB (a bitmap of 5,000 years): one copy per
-/// container was most of the memory of a run over thousands of containers.
-#[derive(Default)]
-pub struct Schedules(HashMap<String, Result<Arc<Schedule>, String>>);
-
-impl Schedules {
-    fn parse(&mut self, value: &str) -> Result<Arc<Schedule>, String> {
-        if let Some(known) = self.0.get(value) {
-            return known.clone();
-        }
-        let parsed = Schedule::parse(value).map(Arc::new);
-        self.0.insert(value.to_string(), parsed.clone());
-        parsed
+            .map(|(_, s)| s)
     }
 }
 
@@ -76,7 +57,6 @@ pub fn parse(
     labels: &BTreeMap<String, String>,
     keys: &LabelKeys,
     defaults: Modifiers,
-    schedules: &mut Schedules,
 ) -> Result<Settings, Vec<LabelError>> {
     let mut errors = Vec::new();
     let mut settings = Settings {
@@ -86,7 +66,7 @@ pub fn parse(
     for kind in ActionKind::ALL {
         let key = keys.key(kind);
         if let Some(value) = labels.get(key) {
-            match schedules.parse(value) {
+            match Schedule::parse(value) {
                 Ok(s) => settings.schedules.push((kind, s)),
                 Err(message) => errors.push(LabelError {
                     label: key.to_string(),
@@ -180,7 +160,6 @@ mod tests {
                 monitor_only: true,
                 ..Modifiers::default()
             },
-            &mut Schedules::default(),
         )
         .unwrap();
         let kinds: Vec<_> = s.schedules.iter().map(|(k, _)| *k).collect();
@@ -202,7 +181,6 @@ mod tests {
                 monitor_only: true,
                 ..Modifiers::default()
             },
-            &mut Schedules::default(),
         )
         .unwrap();
         assert!(!s.modifiers.monitor_only);
@@ -218,7 +196,6 @@ mod tests {
             ]),
             &keys(),
             Modifiers::default(),
-            &mut Schedules::default(),
         )
         .unwrap_err();
         let named: Vec<_> = errors.iter().map(|e| e.label.as_str()).collect();
@@ -228,28 +205,5 @@ mod tests {
             line.starts_with("label guerite.no_restart=\"flase\": expected true or false"),
             "{line}"
         );
-    }
-
-    #[test]
-    fn one_parsed_schedule_per_label_value() {
-        let mut schedules = Schedules::default();
-        let mut parse_one = |pairs: &[(&str, &str)]| {
-            parse(
-                &labels(pairs),
-                &keys(),
-                Modifiers::default(),
-                &mut schedules,
-            )
-        };
-        let a = parse_one(&[("t.restart", "0 3 * * *")]).unwrap();
-        let b = parse_one(&[("t.update", "0 3 * * *"), ("t.restart", "0 4 * * *")]).unwrap();
-        assert!(Arc::ptr_eq(&a.schedules[0].1, &b.schedules[0].1));
-        assert!(!Arc::ptr_eq(&a.schedules[0].1, &b.schedules[1].1));
-        assert_eq!(b.schedules[1].1.expr(), "0 4 * * *");
-        // A bad value is remembered as bad, with its message, for every container.
-        for _ in 0..2 {
-            let errors = parse_one(&[("t.health", "61 * * * *")]).unwrap_err();
-            assert_eq!(errors[0].message, "minute value 61 is out of range 0-59");
-        }
     }
 }

@@ -265,7 +265,6 @@ fn selection(cfg: &Config, c: &Container, self_id: Option<&str>) -> Option<Reaso
 /// expressions with many others, and what follows from an expression alone is worked out once.
 #[derive(Default)]
 struct Shared {
-    schedules: labels::Schedules,
     /// The first fire time after `now`, by expression (`now` and the zone are the run's).
     next: HashMap<String, Option<DateTime<Utc>>>,
 }
@@ -303,8 +302,7 @@ fn plan_container<'c>(input: &Input<'_, 'c>, c: &'c Container, shared: &mut Shar
         planned.verdicts = whole(reason);
         return planned;
     }
-    let settings = match labels::parse(&c.labels, &cfg.labels, cfg.defaults, &mut shared.schedules)
-    {
+    let settings = match labels::parse(&c.labels, &cfg.labels, cfg.defaults) {
         Ok(s) => s,
         Err(errors) => {
             // A typo in any label makes the others untrustworthy too (no_pull=flase must not
