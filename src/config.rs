@@ -13,7 +13,7 @@ use log::LevelFilter;
 
 use crate::action::ActionKind;
 use crate::cli::Global;
-use crate::schedule::Schedule;
+use crate::plan::schedule::Schedule;
 
 pub const DEFAULT_STATE_FILE: &str = "/var/lib/guerite/state.json";
 pub const DEFAULT_DOCKER_HOST: &str = "unix:///var/run/docker.sock";

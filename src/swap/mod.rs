@@ -19,7 +19,7 @@ use crate::action::ActionKind;
 use crate::config::Config;
 use crate::engine::docker::{CallError, Created, Docker};
 use crate::engine::{Container, Details, Health};
-use crate::labels;
+use crate::plan::labels;
 use crate::store::journal::{self, Entry, Phase, Seen, Step, StopSent, Verdict};
 use crate::store::state::State;
 use claim::Holder;

@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use crate::action::ActionKind;
 use crate::config::{LabelKeys, Modifiers, parse_bool};
-use crate::schedule::Schedule;
+use crate::plan::schedule::Schedule;
 
 pub const MONITOR_ONLY: &str = "guerite.monitor_only";
 pub const NO_PULL: &str = "guerite.no_pull";

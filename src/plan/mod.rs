@@ -1,6 +1,10 @@
 //! The planner: a pure function of (config, state, containers, now, request) that says, for every
 //! labelled container and each of its schedules, what to do now or why not. No clock, no I/O.
 
+pub mod labels;
+pub mod order;
+pub mod schedule;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
@@ -10,12 +14,11 @@ use serde::Serialize;
 use crate::action::ActionKind;
 use crate::config::Config;
 use crate::engine::{Container, Health, RunState};
-use crate::labels::{self, LabelError, Settings};
-use crate::order;
-use crate::schedule::{self, Due, Schedule, Window};
 use crate::store::journal;
 use crate::store::state::State;
 use crate::swap::claim;
+use labels::{LabelError, Settings};
+use schedule::{Due, Schedule, Window};
 
 /// What the operator asked of this run beyond the schedules.
 #[derive(Debug, Clone, Default, PartialEq)]
