@@ -9,7 +9,7 @@ use log::{error, info, warn};
 
 use crate::action::ActionKind;
 use crate::config::Config;
-use crate::engine::docker::{CallError, Docker};
+use crate::engine::api::{CallError, Engine};
 use crate::engine::{Container, Details, Health};
 use crate::labels;
 use crate::output::report::{Item, Outcome, reason_text};
@@ -19,8 +19,8 @@ use crate::swap::claim::Holder;
 use crate::swap::{Claimed, Swapped, Swapper, stop_timeout};
 use crate::update::{self, Checked, Next};
 
-pub struct Executor<'a> {
-    pub docker: &'a Docker,
+pub struct Executor<'a, E> {
+    pub docker: &'a E,
     /// This guerite, as its claims name it.
     pub me: &'a Holder,
     pub config: &'a Config,
@@ -51,7 +51,7 @@ impl Done {
     }
 }
 
-impl Executor<'_> {
+impl<E: Engine> Executor<'_, E> {
     pub async fn run(&self, plan: &Plan<'_>, state: &mut State) -> Vec<Item> {
         let mut items = Vec::new();
         for name in &plan.unknown {
@@ -366,7 +366,7 @@ impl Executor<'_> {
         }
     }
 
-    fn swapper(&self) -> Option<Swapper<'_>> {
+    fn swapper(&self) -> Option<Swapper<'_, E>> {
         Some(Swapper {
             docker: self.docker,
             config: self.config,
