@@ -586,7 +586,12 @@ impl<E: Engine> Swapper<'_, E> {
                 .map(|s| s.at.format("%H:%M:%S").to_string())
                 .unwrap_or_default()
         );
-        while Utc::now() < deadline {
+        // As long as the wall clock says is left, waited on tokio's clock: the same in a run,
+        // and paused in the unit tests.
+        let left = (deadline - Utc::now()).to_std().unwrap_or_default();
+        // `None`: further than the clock can count, as a forged timeout may put it.
+        let until = tokio::time::Instant::now().checked_add(left);
+        while until.is_none_or(|until| tokio::time::Instant::now() < until) {
             tokio::time::sleep(STOP_POLL).await;
             match self.docker.details(&entry.old_id).await {
                 Ok(d) if d.running => {}
