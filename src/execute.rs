@@ -569,3 +569,6 @@ fn suffix(detail: &str) -> String {
         format!(": {detail}")
     }
 }
+
+#[cfg(test)]
+mod tests;

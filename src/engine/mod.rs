@@ -4,6 +4,8 @@
 
 pub mod api;
 pub mod docker;
+#[cfg(test)]
+pub mod fake;
 pub mod own_container;
 pub mod recreate;
 pub mod tls;

@@ -7,6 +7,8 @@
 
 pub mod claim;
 pub mod recovery;
+#[cfg(test)]
+pub mod tests;
 
 use std::collections::HashMap;
 use std::path::Path;
