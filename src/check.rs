@@ -11,6 +11,7 @@ use serde::Serialize;
 use crate::action::ActionKind;
 use crate::config::{self, Config, Modifiers};
 use crate::engine::Container;
+use crate::engine::api::Engine;
 use crate::engine::docker::Docker;
 use crate::engine::own_container;
 use crate::output::report::{local, reason_text};
@@ -492,6 +493,18 @@ pub async fn check(
     let now = at.unwrap_or_else(Utc::now);
     let (state, _) = State::load(&config.state_file, now, true)?;
     let docker = Docker::connect(&config.docker).await?;
+    check_on(&docker, config, name, json, now, state).await
+}
+
+/// `check` from the container list on, on any engine.
+async fn check_on(
+    docker: &impl Engine,
+    config: &Config,
+    name: Option<&str>,
+    json: bool,
+    now: DateTime<Utc>,
+    state: State,
+) -> Result<bool> {
     let containers = docker.list().await?;
     let self_id = own_container::detect();
     let request = Request::default();
@@ -518,9 +531,9 @@ pub async fn check(
     // One container in detail: ask its registry (one HEAD; never a pull).
     if let (Some(_), [v]) = (name, views.as_mut_slice())
         && v.schedules.iter().any(|s| s.action == ActionKind::Update)
-        && let Some(mut checked) = update::inspect(&docker, &v.id).await
+        && let Some(mut checked) = update::inspect(docker, &v.id).await
     {
-        update::ask(&docker, &mut [&mut checked]).await;
+        update::ask(docker, &mut [&mut checked]).await;
         // The list shows an image ID once the tag has moved on; inspect has the reference.
         v.image = checked.details.image.clone();
         v.update = Some(update_view(&checked, config, v));

@@ -9,7 +9,7 @@ use log::{error, info, warn};
 
 use crate::action::ActionKind;
 use crate::config::Config;
-use crate::engine::docker::{CallError, Docker};
+use crate::engine::api::{CallError, Engine};
 use crate::engine::{Container, Details, Health};
 use crate::event::{Event, Outcome, short};
 use crate::output::report::reason_text;
@@ -20,8 +20,8 @@ use crate::swap::claim::Holder;
 use crate::swap::{Claimed, Swapped, Swapper, stop_timeout};
 use crate::update::{self, Checked, Next};
 
-pub struct Executor<'a> {
-    pub docker: &'a Docker,
+pub struct Executor<'a, E> {
+    pub docker: &'a E,
     /// This guerite, as its claims name it.
     pub me: &'a Holder,
     pub config: &'a Config,
@@ -97,7 +97,7 @@ impl Done {
     }
 }
 
-impl Executor<'_> {
+impl<E: Engine> Executor<'_, E> {
     pub async fn run(&self, plan: &Plan<'_>, state: &mut State) -> Vec<Event> {
         let mut items = Vec::new();
         for name in &plan.unknown {
@@ -395,7 +395,7 @@ impl Executor<'_> {
         }
     }
 
-    fn swapper(&self) -> Option<Swapper<'_>> {
+    fn swapper(&self) -> Option<Swapper<'_, E>> {
         Some(Swapper {
             docker: self.docker,
             config: self.config,
@@ -595,3 +595,6 @@ fn suffix(detail: &str) -> String {
         format!(": {detail}")
     }
 }
+
+#[cfg(test)]
+mod tests;

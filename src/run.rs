@@ -7,6 +7,7 @@ use log::{error, info, warn};
 use std::collections::BTreeMap;
 
 use crate::config::Config;
+use crate::engine::api::Engine;
 use crate::engine::docker::Docker;
 use crate::engine::own_container;
 use crate::event::{Event, Outcome};
@@ -47,7 +48,7 @@ pub async fn run(config: &Config, options: &Options, now: DateTime<Utc>) -> Resu
             Acquired::HeldBy(holder) => return Ok(overlap(config, holder, now)),
         }
     };
-    let (mut state, loaded) = State::load(&config.state_file, now, dry_run)?;
+    let (state, loaded) = State::load(&config.state_file, now, dry_run)?;
     if let Loaded::MovedAside { to, why } = &loaded {
         warn!(
             "state file {} {why}; {} and starting from a fresh state",
@@ -60,10 +61,23 @@ pub async fn run(config: &Config, options: &Options, now: DateTime<Utc>) -> Resu
         );
     }
     let docker = Docker::connect(&config.docker).await?;
+    run_on(&docker, config, options, now, state).await
+}
+
+/// The run from the container list on, on any engine: recovery, plan, checks, execution, the
+/// state's last save and the report. The caller holds the lock.
+async fn run_on(
+    docker: &impl Engine,
+    config: &Config,
+    options: &Options,
+    now: DateTime<Utc>,
+    mut state: State,
+) -> Result<Ended> {
+    let dry_run = options.dry_run;
     let mut containers = docker.list().await?;
     let me = recovery::this_run(&state.instance, &config.state_file);
     let swapper = Swapper {
-        docker: &docker,
+        docker,
         config,
         state_file: &config.state_file,
         now,
@@ -98,9 +112,9 @@ pub async fn run(config: &Config, options: &Options, now: DateTime<Utc>) -> Resu
         self_id: self_id.as_deref(),
         busy: &busy,
     });
-    let checks = update::check_all(&docker, &plan).await;
+    let checks = update::check_all(docker, &plan).await;
     let executor = Executor {
-        docker: &docker,
+        docker,
         me: &me,
         config,
         state_file: (!dry_run).then_some(config.state_file.as_path()),

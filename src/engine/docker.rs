@@ -1,5 +1,6 @@
-//! The Docker engine, through bollard. The only file that sees bollard's types: every answer is
-//! mapped into the terms of `engine/mod.rs` here.
+//! The Docker engine, through bollard: the `Engine` of api.rs. The only file that sees bollard's
+//! types besides the inspect-to-create mapping (recreate.rs): every answer is mapped into the
+//! terms of `engine/mod.rs` here.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -19,6 +20,7 @@ use hyper_util::rt::TokioExecutor;
 use bollard::auth::DockerCredentials;
 
 use crate::config::DockerEndpoint;
+use crate::engine::api::{CallError, Created, Engine, PullAuth};
 use crate::engine::recreate::{self, Spec};
 use crate::engine::tls::{self, ClientFiles};
 use crate::engine::{Container, Details, Health, ImageInfo, RunState};
@@ -31,44 +33,6 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct Docker {
     client: bollard::Docker,
     endpoint: String,
-}
-
-/// Registry credentials for a pull, in the engine's terms.
-#[derive(Debug, Clone, Default)]
-pub struct PullAuth {
-    pub username: Option<String>,
-    pub password: Option<String>,
-    pub identity_token: Option<String>,
-    pub server: String,
-}
-
-/// Why a call about one container failed: gone means someone else removed it mid-run.
-#[derive(Debug)]
-pub enum CallError {
-    /// 404: for calls about one container, someone else removed it; the daemon's message
-    /// says which object was missing.
-    Gone(String),
-    /// The engine answered with another error status: it has finished with the request.
-    Refused(String),
-    /// No answer (a timeout, a broken connection): the engine may still be carrying it out.
-    Other(anyhow::Error),
-}
-
-impl std::fmt::Display for CallError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            CallError::Gone(m) | CallError::Refused(m) => f.write_str(m),
-            CallError::Other(e) => write!(f, "{e:#}"),
-        }
-    }
-}
-
-/// What creating a container under a name came to, when the name may be taken.
-#[derive(Debug, PartialEq)]
-pub enum Created {
-    Id(String),
-    /// 409: another container has the name.
-    NameTaken,
 }
 
 impl From<bollard::errors::Error> for CallError {
@@ -141,13 +105,30 @@ impl Docker {
         })
     }
 
-    pub fn api_version(&self) -> String {
+    async fn list_matching(&self, pattern: &str) -> Result<Vec<Container>, CallError> {
+        let options = ListContainersOptions {
+            all: true,
+            filters: Some(HashMap::from([(
+                "name".to_string(),
+                vec![pattern.to_string()],
+            )])),
+            ..Default::default()
+        };
+        let found = self.client.list_containers(Some(options)).await?;
+        Ok(found.into_iter().filter_map(container).collect())
+    }
+}
+
+impl Engine for Docker {
+    type Spec = Spec;
+
+    fn api_version(&self) -> String {
         let v = self.client.client_version();
         format!("{}.{}", v.major_version, v.minor_version)
     }
 
     /// Every container, running or not, with its labels: one call.
-    pub async fn list(&self) -> Result<Vec<Container>> {
+    async fn list(&self) -> Result<Vec<Container>> {
         let options = ListContainersOptions {
             all: true,
             ..Default::default()
@@ -161,7 +142,7 @@ impl Docker {
         Ok(summaries.into_iter().filter_map(container).collect())
     }
 
-    pub async fn details(&self, id: &str) -> Result<Details, CallError> {
+    async fn details(&self, id: &str) -> Result<Details, CallError> {
         let r = self
             .client
             .inspect_container(id, None::<InspectContainerOptions>)
@@ -198,13 +179,13 @@ impl Docker {
     }
 
     /// The container with exactly this name, if any: one filtered list call.
-    pub async fn find(&self, name: &str) -> Result<Option<Container>, CallError> {
+    async fn find(&self, name: &str) -> Result<Option<Container>, CallError> {
         let found = self.list_matching(&format!("^/{}$", escape(name))).await?;
         Ok(found.into_iter().find(|c| c.name == name))
     }
 
     /// The container named `base` and the leftovers of its swaps: one filtered list call.
-    pub async fn family(&self, base: &str) -> Result<Vec<Container>, CallError> {
+    async fn family(&self, base: &str) -> Result<Vec<Container>, CallError> {
         self.list_matching(&format!(
             "^/{}(-guerite-(old|new)-[0-9A-Za-z]+)?$",
             escape(base)
@@ -212,22 +193,9 @@ impl Docker {
         .await
     }
 
-    async fn list_matching(&self, pattern: &str) -> Result<Vec<Container>, CallError> {
-        let options = ListContainersOptions {
-            all: true,
-            filters: Some(HashMap::from([(
-                "name".to_string(),
-                vec![pattern.to_string()],
-            )])),
-            ..Default::default()
-        };
-        let found = self.client.list_containers(Some(options)).await?;
-        Ok(found.into_iter().filter_map(container).collect())
-    }
-
     /// Creates a claim (see claim.rs): a container that is never started, from an image that is
     /// on the host (the claimed container's own), with no network and nothing of its own to run.
-    pub async fn create_claim(
+    async fn create_claim(
         &self,
         name: &str,
         image_id: &str,
@@ -259,7 +227,7 @@ impl Docker {
     }
 
     /// Removes a claim with the anonymous volumes its image may have given it.
-    pub async fn remove_claim(&self, id: &str) -> Result<(), CallError> {
+    async fn remove_claim(&self, id: &str) -> Result<(), CallError> {
         self.client
             .remove_container(
                 id,
@@ -273,7 +241,7 @@ impl Docker {
         Ok(())
     }
 
-    pub async fn image(&self, reference: &str) -> Result<ImageInfo, CallError> {
+    async fn image(&self, reference: &str) -> Result<ImageInfo, CallError> {
         let i = self.client.inspect_image(reference).await?;
         Ok(ImageInfo {
             id: i.id.unwrap_or_default(),
@@ -282,7 +250,7 @@ impl Docker {
     }
 
     /// The create body for a replacement of `id` running `new_image`: see recreate.rs.
-    pub async fn replacement(
+    async fn replacement(
         &self,
         id: &str,
         new_image: &str,
@@ -310,7 +278,7 @@ impl Docker {
 
     /// Creates the container of `spec` under `name` and connects the networks an older engine
     /// does not take at create; returns the new id.
-    pub async fn create(&self, name: &str, spec: &Spec) -> Result<String, CallError> {
+    async fn create(&self, name: &str, spec: &Spec) -> Result<String, CallError> {
         let options = CreateContainerOptions {
             name: Some(name.to_string()),
             platform: spec.platform.clone().unwrap_or_default(),
@@ -333,7 +301,7 @@ impl Docker {
         Ok(created.id)
     }
 
-    pub async fn rename(&self, id: &str, name: &str) -> Result<(), CallError> {
+    async fn rename(&self, id: &str, name: &str) -> Result<(), CallError> {
         self.client
             .rename_container(
                 id,
@@ -345,14 +313,14 @@ impl Docker {
         Ok(())
     }
 
-    pub async fn start(&self, id: &str) -> Result<(), CallError> {
+    async fn start(&self, id: &str) -> Result<(), CallError> {
         self.client
             .start_container(id, None::<StartContainerOptions>)
             .await?;
         Ok(())
     }
 
-    pub async fn stop(&self, id: &str, timeout: Duration) -> Result<(), CallError> {
+    async fn stop(&self, id: &str, timeout: Duration) -> Result<(), CallError> {
         let t = i32::try_from(timeout.as_secs()).unwrap_or(i32::MAX);
         let client = self
             .client
@@ -378,7 +346,7 @@ impl Docker {
     }
 
     /// Removes a container, never its volumes.
-    pub async fn remove(&self, id: &str) -> Result<(), CallError> {
+    async fn remove(&self, id: &str) -> Result<(), CallError> {
         self.client
             .remove_container(
                 id,
@@ -394,7 +362,7 @@ impl Docker {
 
     /// Pulls `reference` through the engine (so that it lands where containers can use it),
     /// with registry credentials when there are any. Unbounded in time: a large pull is slow.
-    pub async fn pull(&self, reference: &str, auth: Option<PullAuth>) -> Result<(), CallError> {
+    async fn pull(&self, reference: &str, auth: Option<PullAuth>) -> Result<(), CallError> {
         use futures_util::StreamExt;
         let options = CreateImageOptions {
             from_image: Some(reference.to_string()),
@@ -416,7 +384,7 @@ impl Docker {
     }
 
     /// Registries the engine talks plain HTTP to: CIDRs and `host[:port]` names.
-    pub async fn insecure_registries(&self) -> Result<Vec<String>> {
+    async fn insecure_registries(&self) -> Result<Vec<String>> {
         let info = self
             .client
             .info()
@@ -443,7 +411,7 @@ impl Docker {
 
     /// Removes an image only if nothing uses it: the engine refuses (409) otherwise, which is
     /// the answer wanted, not an error.
-    pub async fn remove_image_if_unused(&self, id: &str) -> Result<bool, CallError> {
+    async fn remove_image_if_unused(&self, id: &str) -> Result<bool, CallError> {
         match self
             .client
             .remove_image(id, None::<RemoveImageOptions>, None)
@@ -458,7 +426,7 @@ impl Docker {
     }
 
     /// Stop (with the container's own signal) and start again, in place.
-    pub async fn restart(&self, id: &str, stop_timeout: Duration) -> Result<(), CallError> {
+    async fn restart(&self, id: &str, stop_timeout: Duration) -> Result<(), CallError> {
         let t = i32::try_from(stop_timeout.as_secs()).unwrap_or(i32::MAX);
         // The daemon waits up to `t` before killing; the call itself must outlive that.
         let client = self

@@ -1,7 +1,11 @@
 //! What guerite knows of a container, in its own terms. `docker.rs` maps the engine's answers
-//! into these; everything else (planner, report, check) reads only these.
+//! into these; everything else (planner, report, check) reads only these, and talks to the
+//! engine through the trait of `api.rs`.
 
+pub mod api;
 pub mod docker;
+#[cfg(test)]
+pub mod fake;
 pub mod own_container;
 pub mod recreate;
 pub mod tls;

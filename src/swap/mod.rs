@@ -7,6 +7,8 @@
 
 pub mod claim;
 pub mod recovery;
+#[cfg(test)]
+pub mod tests;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -17,7 +19,7 @@ use log::{error, info, warn};
 
 use crate::action::ActionKind;
 use crate::config::Config;
-use crate::engine::docker::{CallError, Created, Docker};
+use crate::engine::api::{CallError, Created, Engine};
 use crate::engine::{Container, Details, Health};
 use crate::plan::labels;
 use crate::store::journal::{self, Entry, Phase, Seen, Step, StopSent, Verdict};
@@ -31,8 +33,8 @@ const MAX_BACKOFF: Duration = Duration::from_secs(3600);
 /// engine call is bounded (60 s), and a swap makes about ten.
 const CLAIM_MARGIN: Duration = Duration::from_secs(15 * 60);
 
-pub struct Swapper<'a> {
-    pub docker: &'a Docker,
+pub struct Swapper<'a, E> {
+    pub docker: &'a E,
     pub config: &'a Config,
     pub state_file: &'a Path,
     pub now: DateTime<Utc>,
@@ -126,7 +128,7 @@ fn claim_margin() -> Duration {
     CLAIM_MARGIN
 }
 
-impl Swapper<'_> {
+impl<E: Engine> Swapper<'_, E> {
     fn save(&self, state: &State) -> Result<(), String> {
         state.save(self.state_file).map_err(|e| format!("{e:#}"))
     }
@@ -338,7 +340,7 @@ impl Swapper<'_> {
         state: &mut State,
         entry: &mut Entry,
         old: &Details,
-        spec: &crate::engine::recreate::Spec,
+        spec: &E::Spec,
     ) -> Result<String, Failure> {
         let call = |what: &str, e: CallError| Failure::engine(format!("{what}: {e}"));
         let saved = |e: String| Failure::engine(e);
@@ -414,7 +416,8 @@ impl Swapper<'_> {
         } else {
             (self.config.settle, false)
         };
-        let start = std::time::Instant::now();
+        // tokio's clock, not std's: the same in a run, and paused time in the unit tests.
+        let start = tokio::time::Instant::now();
         loop {
             let d = self.docker.details(id).await.map_err(watch)?;
             if !d.running || d.restarting || d.restart_count != first.restart_count {
@@ -585,7 +588,12 @@ impl Swapper<'_> {
                 .map(|s| s.at.format("%H:%M:%S").to_string())
                 .unwrap_or_default()
         );
-        while Utc::now() < deadline {
+        // As long as the wall clock says is left, waited on tokio's clock: the same in a run,
+        // and paused in the unit tests.
+        let left = (deadline - Utc::now()).to_std().unwrap_or_default();
+        // `None`: further than the clock can count, as a forged timeout may put it.
+        let until = tokio::time::Instant::now().checked_add(left);
+        while until.is_none_or(|until| tokio::time::Instant::now() < until) {
             tokio::time::sleep(STOP_POLL).await;
             match self.docker.details(&entry.old_id).await {
                 Ok(d) if d.running => {}

@@ -15,7 +15,7 @@ use chrono::{DateTime, Utc};
 use log::{error, info, warn};
 
 use crate::action::ActionKind;
-use crate::engine::docker::CallError;
+use crate::engine::api::{CallError, Engine};
 use crate::engine::{Container, RunState};
 use crate::event::{Event, Outcome};
 use crate::plan::selects_name as selects;
@@ -96,7 +96,7 @@ pub fn busy(me: &Holder, containers: &[Container]) -> BTreeMap<String, String> {
         .collect()
 }
 
-impl Swapper<'_> {
+impl<E: Engine> Swapper<'_, E> {
     fn standing(&self, claim: &Claim) -> Standing {
         standing(self.me, claim)
     }

@@ -13,7 +13,7 @@ use log::warn;
 
 use crate::action::ActionKind;
 use crate::config::Modifiers;
-use crate::engine::docker::{CallError, Docker, PullAuth};
+use crate::engine::api::{CallError, Engine, PullAuth};
 use crate::engine::{Details, ImageInfo};
 use crate::plan::{Decision, Plan};
 use crate::update::reference::{ImageRef, matches_local};
@@ -115,7 +115,7 @@ fn reference_of(d: &Details) -> Result<ImageRef, String> {
 }
 
 /// What the engine knows of one container's image and reference; `None` if it is gone.
-pub async fn inspect(docker: &Docker, id: &str) -> Option<Checked> {
+pub async fn inspect(docker: &impl Engine, id: &str) -> Option<Checked> {
     let details = docker.details(id).await.ok()?;
     let local = docker.image(&details.image_id).await.ok();
     let reference = reference_of(&details);
@@ -128,7 +128,7 @@ pub async fn inspect(docker: &Docker, id: &str) -> Option<Checked> {
 }
 
 /// Asks the registries about every checked reference, each distinct reference once.
-pub async fn ask(docker: &Docker, checked: &mut [&mut Checked]) {
+pub async fn ask(docker: &impl Engine, checked: &mut [&mut Checked]) {
     let refs: Vec<ImageRef> = checked
         .iter()
         .filter_map(|c| c.reference.as_ref().ok())
@@ -156,7 +156,7 @@ pub async fn ask(docker: &Docker, checked: &mut [&mut Checked]) {
 }
 
 /// Inspects every container with a due update and asks the registries about their references.
-pub async fn check_all(docker: &Docker, plan: &Plan<'_>) -> HashMap<String, Checked> {
+pub async fn check_all(docker: &impl Engine, plan: &Plan<'_>) -> HashMap<String, Checked> {
     let mut checked = HashMap::new();
     for planned in &plan.containers {
         let due = planned
@@ -174,7 +174,11 @@ pub async fn check_all(docker: &Docker, plan: &Plan<'_>) -> HashMap<String, Chec
 
 /// Pulls the reference with the Docker config's credentials for its registry and returns
 /// the image it now names.
-pub async fn pull(docker: &Docker, reference: &ImageRef, text: &str) -> Result<ImageInfo, String> {
+pub async fn pull(
+    docker: &impl Engine,
+    reference: &ImageRef,
+    text: &str,
+) -> Result<ImageInfo, String> {
     let auth = match credentials::default_dir() {
         Some(dir) => DockerConfig::load(&dir)
             .and_then(|c| c.lookup(&reference.registry, CREDENTIAL_TIMEOUT))
