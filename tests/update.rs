@@ -402,6 +402,13 @@ fn events_name_the_images_and_the_digest(bed: Bed) {
         "{done}"
     );
     assert_eq!(done.get("error"), None, "{done}");
+    // The old image, which nothing uses any more, is removed with the old container.
+    let inspect = std::process::Command::new("docker")
+        .env("DOCKER_HOST", &bed.docker_host)
+        .args(["image", "inspect", &v1])
+        .output()
+        .unwrap();
+    assert!(!inspect.status.success(), "{v1} is still on the host");
 }
 
 fn now() -> String {

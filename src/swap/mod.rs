@@ -444,8 +444,8 @@ impl<E: Engine> Swapper<'_, E> {
         }
     }
 
-    /// Verified: the old container goes (never its volumes), then its image if nothing else
-    /// uses it, then the claim, and only then the journal entry: a claim of this guerite's
+    /// Verified: the old container goes (never its volumes), then the claim, then the old
+    /// image if nothing else uses it, and only then the journal entry: a claim of this guerite's
     /// without an entry says the journal was lost, and recovery would undo the swap from it.
     /// An old container or image that cannot be removed costs disk, not service: it is left
     /// for prune. A claim that cannot be removed (the engine does not answer) keeps the entry:
@@ -463,23 +463,6 @@ impl<E: Engine> Swapper<'_, E> {
             Ok(()) | Err(CallError::Gone(_)) => Ok(()),
             Err(e) => Err(e),
         };
-        if let Ok(new) = self.docker.details(new_id).await
-            && new.image_id != old.image_id
-        {
-            match self.docker.remove_image_if_unused(&old.image_id).await {
-                Ok(true) => info!(
-                    "{}: removed the old image {}",
-                    entry.name,
-                    short(&old.image_id)
-                ),
-                Ok(false) => {}
-                Err(_) => warn!(
-                    "{}: cannot remove the old image {}",
-                    entry.name,
-                    short(&old.image_id)
-                ),
-            }
-        }
         let c = state.container_mut(&entry.name);
         c.failures = 0;
         c.retry_after = None;
@@ -498,6 +481,25 @@ impl<E: Engine> Swapper<'_, E> {
                         claim::name(&entry.name)
                     ),
                 });
+            }
+        }
+        // After the claim: it was created from the old image, so the engine refuses to remove
+        // the image while the claim exists.
+        if let Ok(new) = self.docker.details(new_id).await
+            && new.image_id != old.image_id
+        {
+            match self.docker.remove_image_if_unused(&old.image_id).await {
+                Ok(true) => info!(
+                    "{}: removed the old image {}",
+                    entry.name,
+                    short(&old.image_id)
+                ),
+                Ok(false) => {}
+                Err(_) => warn!(
+                    "{}: cannot remove the old image {}",
+                    entry.name,
+                    short(&old.image_id)
+                ),
             }
         }
         if old_removed.is_err() {

@@ -35,9 +35,9 @@ async fn recreate_without_healthcheck_settles_then_commits() {
                 // The first look, then one every 500 ms until GUERITE_SETTLE_SECONDS (10 s).
                 "details 00000003 ×22",
                 "remove 00000001",
+                "remove_claim 00000002",
                 // Same image: nothing to remove.
                 "details 00000003",
-                "remove_claim 00000002",
             ]),
         ])
     );
@@ -66,16 +66,19 @@ async fn update_with_healthcheck_commits_once_healthy() {
                 // Starting at 0, 0.5 … 2.5 s; healthy at 3 s.
                 "details 00000003 ×8",
                 "remove 00000001",
+                // The claim first: it was made from the old image, and a real engine refuses
+                // (409) to remove an image a container still uses.
+                "remove_claim 00000002",
                 "details 00000003",
                 "remove_image_if_unused sha256:v1",
-                "remove_claim 00000002",
             ]),
         ])
     );
     assert_eq!(bed.fake.containers(), ["web 00000003 running"]);
-    // The claim, made from the old image, still uses it when the swap asks: the engine keeps
-    // the image (for prune), as a real one refuses with 409.
-    assert!(bed.fake.with(|w| w.images.iter().any(|i| i.id == V1)));
+    assert!(
+        bed.fake.with(|w| w.images.iter().all(|i| i.id != V1)),
+        "the old image is removed"
+    );
     assert_eq!(
         state.container("web"),
         Some(&Default::default()),
@@ -101,8 +104,8 @@ async fn a_stopped_container_is_replaced_without_stop_start_or_verification() {
             "create web-guerite-new-00000001 sha256:v1",
             "rename 00000003 web",
             "remove 00000001",
-            "details 00000003",
             "remove_claim 00000002",
+            "details 00000003",
         ])
     );
     assert_eq!(bed.fake.containers(), ["web 00000003 stopped"]);
@@ -380,7 +383,7 @@ async fn a_claim_the_engine_does_not_remove_leaves_the_commit_pending() {
                 "start 00000003",
                 "details 00000003 ×22",
                 "remove 00000001",
-                "details 00000003",
+                // The claim stays, so the old image is not asked about.
                 "remove_claim 00000002",
             ]),
         ])
