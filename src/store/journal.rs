@@ -10,6 +10,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::action::ActionKind;
+use crate::event::short;
 
 pub const OLD_MARK: &str = "-guerite-old-";
 pub const NEW_MARK: &str = "-guerite-new-";
@@ -349,10 +350,6 @@ pub fn recover_orphans(seen: &[Seen], journalled: &[&str]) -> Vec<Step> {
         }
     }
     steps
-}
-
-fn short(id: &str) -> &str {
-    &id[..id.len().min(12)]
 }
 
 #[cfg(test)]

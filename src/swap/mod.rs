@@ -21,6 +21,7 @@ use crate::action::ActionKind;
 use crate::config::Config;
 use crate::engine::api::{CallError, Created, Engine};
 use crate::engine::{Container, Details, Health};
+use crate::event::short;
 use crate::plan::labels;
 use crate::store::journal::{self, Entry, Phase, Seen, Step, StopSent, Verdict};
 use crate::store::state::State;
@@ -665,11 +666,6 @@ pub fn stop_timeout(d: &Details, config: &Config) -> Duration {
 pub fn is_ours(config: &Config, labels: &std::collections::BTreeMap<String, String>) -> bool {
     labels::is_monitored(labels, &config.labels)
         && labels.get(labels::SCOPE) == config.scope.as_ref()
-}
-
-pub fn short(id: &str) -> &str {
-    let id = id.strip_prefix("sha256:").unwrap_or(id);
-    &id[..id.len().min(12)]
 }
 
 pub fn describe(step: &Step) -> String {
