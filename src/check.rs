@@ -9,12 +9,13 @@ use chrono_tz::Tz;
 use serde::Serialize;
 
 use crate::action::ActionKind;
-use crate::config::{self, Config, Modifiers};
+use crate::config::{self, Config};
 use crate::engine::Container;
 use crate::engine::api::Engine;
 use crate::engine::docker::Docker;
 use crate::engine::own_container;
 use crate::output::report::{local, reason_text};
+use crate::plan::labels::Modifiers;
 use crate::plan::labels::{self, LabelError};
 use crate::plan::schedule::{Schedule, Shift};
 use crate::plan::{self, Decision, Input, Planned, Request, Verdict};

@@ -13,6 +13,7 @@ use log::LevelFilter;
 
 use crate::action::ActionKind;
 use crate::cli::Global;
+use crate::plan::labels::{self, LabelKeys, Modifiers};
 use crate::plan::schedule::Schedule;
 
 pub const DEFAULT_STATE_FILE: &str = "/var/lib/guerite/state.json";
@@ -53,34 +54,6 @@ pub struct DockerEndpoint {
     pub host: String,
     /// Present when DOCKER_TLS_VERIFY is on: the directory holding ca.pem, cert.pem, key.pem.
     pub tls_cert_path: Option<PathBuf>,
-}
-
-/// The label keys that opt a container in, one per scheduled action.
-#[derive(Debug, Clone, PartialEq)]
-pub struct LabelKeys {
-    pub update: String,
-    pub restart: String,
-    pub recreate: String,
-    pub health: String,
-}
-
-impl LabelKeys {
-    pub fn key(&self, kind: ActionKind) -> &str {
-        match kind {
-            ActionKind::Update => &self.update,
-            ActionKind::Restart => &self.restart,
-            ActionKind::Recreate => &self.recreate,
-            ActionKind::Health => &self.health,
-        }
-    }
-}
-
-/// Per-container switches; the global variables give their defaults.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
-pub struct Modifiers {
-    pub monitor_only: bool,
-    pub no_pull: bool,
-    pub no_restart: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -229,17 +202,9 @@ fn tame(message: &str) -> String {
     out
 }
 
-/// Strict booleans: a typo such as `flase` is an error, never silently false.
+/// A boolean variable: [`labels::parse_bool`]'s words, with the variable named on a typo.
 pub fn parse_bool(var: &str, value: &str) -> Result<bool, ConfigError> {
-    match value.trim().to_ascii_lowercase().as_str() {
-        "true" | "1" | "yes" | "on" => Ok(true),
-        "false" | "0" | "no" | "off" => Ok(false),
-        _ => Err(invalid(
-            var,
-            value,
-            "expected true or false (also 1/0, yes/no, on/off)",
-        )),
-    }
+    labels::parse_bool(value).ok_or_else(|| invalid(var, value, labels::BOOL_WORDS))
 }
 
 pub fn opt_bool(var: &str, value: Option<&str>, default: bool) -> Result<bool, ConfigError> {

@@ -7,7 +7,6 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use crate::action::ActionKind;
-use crate::config::{LabelKeys, Modifiers, parse_bool};
 use crate::plan::schedule::Schedule;
 
 pub const MONITOR_ONLY: &str = "guerite.monitor_only";
@@ -15,6 +14,46 @@ pub const NO_PULL: &str = "guerite.no_pull";
 pub const NO_RESTART: &str = "guerite.no_restart";
 pub const DEPENDS_ON: &str = "guerite.depends_on";
 pub const SCOPE: &str = "guerite.scope";
+
+/// The label keys that opt a container in, one per scheduled action.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LabelKeys {
+    pub update: String,
+    pub restart: String,
+    pub recreate: String,
+    pub health: String,
+}
+
+impl LabelKeys {
+    pub fn key(&self, kind: ActionKind) -> &str {
+        match kind {
+            ActionKind::Update => &self.update,
+            ActionKind::Restart => &self.restart,
+            ActionKind::Recreate => &self.recreate,
+            ActionKind::Health => &self.health,
+        }
+    }
+}
+
+/// Per-container switches; the global variables give their defaults.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Modifiers {
+    pub monitor_only: bool,
+    pub no_pull: bool,
+    pub no_restart: bool,
+}
+
+/// What a boolean label or variable accepts, said when it is something else.
+pub const BOOL_WORDS: &str = "expected true or false (also 1/0, yes/no, on/off)";
+
+/// Strict booleans: a typo such as `flase` is `None`, never silently false.
+pub fn parse_bool(value: &str) -> Option<bool> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Some(true),
+        "false" | "0" | "no" | "off" => Some(false),
+        _ => None,
+    }
+}
 
 #[derive(Debug, Clone, Default)]
 pub struct Settings {
@@ -83,12 +122,12 @@ pub fn parse(
     ];
     for (key, slot) in flags {
         if let Some(value) = labels.get(key) {
-            match parse_bool(key, value) {
-                Ok(b) => *slot = b,
-                Err(_) => errors.push(LabelError {
+            match parse_bool(value) {
+                Some(b) => *slot = b,
+                None => errors.push(LabelError {
                     label: key.to_string(),
                     value: value.clone(),
-                    message: "expected true or false (also 1/0, yes/no, on/off)".into(),
+                    message: BOOL_WORDS.into(),
                 }),
             }
         }

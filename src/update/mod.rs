@@ -12,9 +12,9 @@ use std::time::Duration;
 use log::warn;
 
 use crate::action::ActionKind;
-use crate::config::Modifiers;
 use crate::engine::api::{CallError, Engine, PullAuth};
 use crate::engine::{Details, ImageInfo};
+use crate::plan::labels::Modifiers;
 use crate::plan::{Decision, Plan};
 use crate::update::reference::{ImageRef, matches_local};
 use credentials::DockerConfig;
