@@ -43,6 +43,15 @@ pub struct Modifiers {
     pub no_restart: bool,
 }
 
+/// `guerite.depends_on`: container names, comma-separated, with or without Docker's `/`.
+pub fn parse_depends_on(value: &str) -> Vec<String> {
+    value
+        .split(',')
+        .map(|n| n.trim().trim_start_matches('/').to_string())
+        .filter(|n| !n.is_empty())
+        .collect()
+}
+
 /// What a boolean label or variable accepts, said when it is something else.
 pub const BOOL_WORDS: &str = "expected true or false (also 1/0, yes/no, on/off)";
 
@@ -133,11 +142,7 @@ pub fn parse(
         }
     }
     if let Some(value) = labels.get(DEPENDS_ON) {
-        settings.depends_on = value
-            .split(',')
-            .map(|n| n.trim().trim_start_matches('/').to_string())
-            .filter(|n| !n.is_empty())
-            .collect();
+        settings.depends_on = parse_depends_on(value);
     }
     if errors.is_empty() {
         Ok(settings)

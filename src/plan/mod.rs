@@ -192,7 +192,11 @@ pub fn plan<'c>(input: &Input<'_, 'c>) -> Plan<'c> {
         .map(|p| {
             (
                 p.container.name.clone(),
-                order::dependencies(p.container, &index),
+                order::dependencies(
+                    p.container,
+                    p.settings.as_ref().map_or(&[], |s| s.depends_on.as_slice()),
+                    &index,
+                ),
             )
         })
         .collect();

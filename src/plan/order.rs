@@ -6,7 +6,6 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::engine::Container;
-use crate::plan::labels::DEPENDS_ON;
 
 const COMPOSE_PROJECT: &str = "com.docker.compose.project";
 const COMPOSE_SERVICE: &str = "com.docker.compose.service";
@@ -71,17 +70,10 @@ impl<'c> Index<'c> {
     }
 }
 
-/// The names of the containers `c` depends on, among the indexed ones.
-pub fn dependencies(c: &Container, index: &Index<'_>) -> BTreeSet<String> {
-    let mut deps = BTreeSet::new();
-    if let Some(list) = c.labels.get(DEPENDS_ON) {
-        deps.extend(
-            list.split(',')
-                .map(|n| n.trim().trim_start_matches('/'))
-                .filter(|n| !n.is_empty())
-                .map(String::from),
-        );
-    }
+/// The names of the containers `c` depends on, among the indexed ones: `depends_on` (its
+/// parsed `guerite.depends_on`) and what its network mode and compose's labels say.
+pub fn dependencies(c: &Container, depends_on: &[String], index: &Index<'_>) -> BTreeSet<String> {
+    let mut deps: BTreeSet<String> = depends_on.iter().cloned().collect();
     if let Some(target) = c
         .network_mode
         .as_deref()
@@ -234,6 +226,7 @@ impl Graph {
 mod tests {
     use super::*;
     use crate::engine::sample;
+    use crate::plan::labels;
 
     fn deps(pairs: &[(&str, &[&str])]) -> BTreeMap<String, BTreeSet<String>> {
         pairs
@@ -370,10 +363,12 @@ mod tests {
         let index = Index::new(&all);
         let (db, web) = (&all[0], &all[2]);
         assert_eq!(
-            dependencies(web, &index).into_iter().collect::<Vec<_>>(),
+            dependencies(web, &labels::parse_depends_on("cache, /queue"), &index)
+                .into_iter()
+                .collect::<Vec<_>>(),
             ["cache", "db", "queue", "vpn"]
         );
-        assert!(dependencies(db, &index).is_empty());
+        assert!(dependencies(db, &[], &index).is_empty());
     }
 
     #[test]
@@ -441,7 +436,9 @@ mod tests {
         ];
         for (name, c, expected) in cases {
             assert_eq!(
-                dependencies(&c, &index).into_iter().collect::<Vec<_>>(),
+                dependencies(&c, &[], &index)
+                    .into_iter()
+                    .collect::<Vec<_>>(),
                 expected,
                 "{name}"
             );
