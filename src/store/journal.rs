@@ -189,7 +189,7 @@ pub enum Step {
 
 /// What recovery decided for one swap, for the log and the report.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Verdict {
+pub enum Resolution {
     /// The verified new container keeps the name.
     Finished,
     /// The old container has the name back.
@@ -222,7 +222,7 @@ fn find<'a>(seen: &'a [Seen], id: Option<&str>, name: &str) -> Option<&'a Seen> 
 }
 
 /// The steps that bring one journalled swap to the rule above.
-pub fn recover(entry: &Entry, seen: &[Seen]) -> (Verdict, Vec<Step>) {
+pub fn recover(entry: &Entry, seen: &[Seen]) -> (Resolution, Vec<Step>) {
     let old = seen.iter().find(|s| s.id == entry.old_id);
     // Before the new container's id was recorded, it can only be found by its temporary name;
     // after the final rename it has the base name, but then its id is known.
@@ -254,7 +254,7 @@ pub fn recover(entry: &Entry, seen: &[Seen]) -> (Verdict, Vec<Step>) {
         .and_then(|o| belongs(o, entry.old_name()))
         .or_else(|| new.and_then(|n| belongs(n, entry.new_name())));
     if let Some(why) = refusal {
-        return (Verdict::Refused(why), Vec::new());
+        return (Resolution::Refused(why), Vec::new());
     }
     let mut steps = Vec::new();
     let bring_to_name = |c: &Seen, steps: &mut Vec<Step>, run: bool| {
@@ -281,7 +281,7 @@ pub fn recover(entry: &Entry, seen: &[Seen]) -> (Verdict, Vec<Step>) {
                 });
             }
             bring_to_name(new, &mut steps, entry.old_was_running);
-            (Verdict::Finished, steps)
+            (Resolution::Finished, steps)
         }
         (_, Some(old), new) => {
             if let Some(new) = new {
@@ -291,13 +291,13 @@ pub fn recover(entry: &Entry, seen: &[Seen]) -> (Verdict, Vec<Step>) {
                 });
             }
             bring_to_name(old, &mut steps, entry.old_was_running);
-            (Verdict::Undone, steps)
+            (Resolution::Undone, steps)
         }
         (_, None, Some(new)) => {
             bring_to_name(new, &mut steps, entry.old_was_running);
-            (Verdict::KeptNew, steps)
+            (Resolution::KeptNew, steps)
         }
-        (_, None, None) => (Verdict::Lost, steps),
+        (_, None, None) => (Resolution::Lost, steps),
     }
 }
 
@@ -425,83 +425,83 @@ mod tests {
         use Phase::*;
         let old_tmp = "web-guerite-old-01234567";
         let new_tmp = "web-guerite-new-01234567";
-        type Case = (&'static str, Entry, Vec<Seen>, Verdict, Vec<Step>);
+        type Case = (&'static str, Entry, Vec<Seen>, Resolution, Vec<Step>);
         let cases: Vec<Case> = vec![
             (
                 "killed before the rename: nothing to do",
                 entry(RenameOld, None),
                 vec![seen(OLD, "web", true)],
-                Verdict::Undone,
+                Resolution::Undone,
                 vec![],
             ),
             (
                 "killed after the rename",
                 entry(RenameOld, None),
                 vec![seen(OLD, old_tmp, true)],
-                Verdict::Undone,
+                Resolution::Undone,
                 vec![rename(OLD, old_tmp)],
             ),
             (
                 "killed after create, before its id was saved",
                 entry(CreateNew, None),
                 vec![seen(OLD, old_tmp, true), seen(NEW, new_tmp, false)],
-                Verdict::Undone,
+                Resolution::Undone,
                 vec![remove(NEW, new_tmp), rename(OLD, old_tmp)],
             ),
             (
                 "killed while stopping the old one",
                 entry(StopOld, Some(NEW)),
                 vec![seen(OLD, old_tmp, false), seen(NEW, new_tmp, false)],
-                Verdict::Undone,
+                Resolution::Undone,
                 vec![remove(NEW, new_tmp), rename(OLD, old_tmp), start(OLD)],
             ),
             (
                 "killed after the new one took the name",
                 entry(StartNew, Some(NEW)),
                 vec![seen(OLD, old_tmp, false), seen(NEW, "web", false)],
-                Verdict::Undone,
+                Resolution::Undone,
                 vec![remove(NEW, "web"), rename(OLD, old_tmp), start(OLD)],
             ),
             (
                 "killed while verifying: unverified means undone",
                 entry(Verify, Some(NEW)),
                 vec![seen(OLD, old_tmp, false), seen(NEW, "web", true)],
-                Verdict::Undone,
+                Resolution::Undone,
                 vec![remove(NEW, "web"), rename(OLD, old_tmp), start(OLD)],
             ),
             (
                 "killed after verifying: finish",
                 entry(Commit, Some(NEW)),
                 vec![seen(OLD, old_tmp, false), seen(NEW, "web", true)],
-                Verdict::Finished,
+                Resolution::Finished,
                 vec![remove(OLD, old_tmp)],
             ),
             (
                 "killed after removing the old one",
                 entry(Commit, Some(NEW)),
                 vec![seen(NEW, "web", true)],
-                Verdict::Finished,
+                Resolution::Finished,
                 vec![],
             ),
             (
                 "the new one stopped meanwhile: started again",
                 entry(Commit, Some(NEW)),
                 vec![seen(NEW, "web", false)],
-                Verdict::Finished,
+                Resolution::Finished,
                 vec![start(NEW)],
             ),
             (
                 "someone removed the old one mid-swap: the new one is all there is",
                 entry(StopOld, Some(NEW)),
                 vec![seen(NEW, new_tmp, false)],
-                Verdict::KeptNew,
+                Resolution::KeptNew,
                 vec![rename(NEW, new_tmp), start(NEW)],
             ),
             (
                 "both gone",
                 entry(Verify, Some(NEW)),
                 vec![],
-                Verdict::Lost,
+                Resolution::Lost,
                 vec![],
             ),
         ];
@@ -552,7 +552,7 @@ mod tests {
         for (name, e, observed, why) in cases {
             assert_eq!(
                 recover(&e, &observed),
-                (Verdict::Refused(why.into()), vec![]),
+                (Resolution::Refused(why.into()), vec![]),
                 "{name}"
             );
         }

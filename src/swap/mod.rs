@@ -23,7 +23,7 @@ use crate::engine::api::{CallError, Created, Engine};
 use crate::engine::{Container, Details, Health};
 use crate::event::short;
 use crate::plan::labels;
-use crate::store::journal::{self, Entry, Phase, Seen, Step, StopSent, Verdict};
+use crate::store::journal::{self, Entry, Phase, Resolution, Seen, Step, StopSent};
 use crate::store::state::State;
 use claim::Holder;
 
@@ -525,7 +525,7 @@ impl<E: Engine> Swapper<'_, E> {
         self.enter(state, entry, Phase::Undo)?;
         let seen = self.observe_settled(entry).await?;
         let (verdict, steps) = journal::recover(entry, &seen);
-        if let Verdict::Refused(why) = verdict {
+        if let Resolution::Refused(why) = verdict {
             return Err(why);
         }
         self.apply(&steps).await?;

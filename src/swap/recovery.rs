@@ -20,7 +20,7 @@ use crate::engine::{Container, RunState};
 use crate::event::{Event, Outcome};
 use crate::plan::selects_name as selects;
 use crate::process;
-use crate::store::journal::{self, Entry, Phase, Seen, Verdict};
+use crate::store::journal::{self, Entry, Phase, Resolution, Seen};
 use crate::store::state::State;
 use crate::swap::claim::{self, Abandon, Claim, Holder, Standing};
 use crate::swap::{self, Claimed, Swapper, is_ours};
@@ -336,7 +336,7 @@ impl<E: Engine> Swapper<'_, E> {
             Err(e) => return pending(e, out),
         };
         let (verdict, steps) = journal::recover(entry, &seen);
-        if let Verdict::Refused(why) = &verdict {
+        if let Resolution::Refused(why) = &verdict {
             self.refuse(base, entry.kind, why, out);
             return false;
         }
@@ -348,7 +348,7 @@ impl<E: Engine> Swapper<'_, E> {
         // An interrupted swap backs off (a swap that keeps getting killed must not loop every
         // minute), but a crash says nothing against the image: its digest is not quarantined.
         // A failure already counted before the undo began is not counted twice.
-        if verdict == Verdict::Undone && entry.phase != Phase::Undo {
+        if verdict == Resolution::Undone && entry.phase != Phase::Undo {
             self.record_failure(state, base, None);
         }
         if let Err(e) = state.save(self.state_file) {
@@ -363,21 +363,23 @@ impl<E: Engine> Swapper<'_, E> {
             format!("interrupted {}", entry.kind)
         };
         let text = match verdict {
-            Verdict::Finished => {
+            Resolution::Finished => {
                 format!("finished the {what} (the new container passed verification)")
             }
-            Verdict::Undone if entry.phase == Phase::Undo => {
+            Resolution::Undone if entry.phase == Phase::Undo => {
                 format!(
                     "finished rolling back the failed {}: the old container is back",
                     entry.kind
                 )
             }
-            Verdict::Undone => format!("undid the {what}: the old container is back"),
-            Verdict::KeptNew => {
+            Resolution::Undone => format!("undid the {what}: the old container is back"),
+            Resolution::KeptNew => {
                 format!("the old container of the {what} was gone; kept the new one")
             }
-            Verdict::Lost => format!("both containers of the {what} were removed by someone else"),
-            Verdict::Refused(_) => unreachable!("refused above"),
+            Resolution::Lost => {
+                format!("both containers of the {what} were removed by someone else")
+            }
+            Resolution::Refused(_) => unreachable!("refused above"),
         };
         warn!("{base}: {text}");
         out.items.push(item(base, Outcome::Done, text));

@@ -187,21 +187,21 @@ fn agent(timeout: Duration) -> Agent {
 
 /// An answer, and whether it also stands for every reference of the registry not yet asked.
 #[derive(Debug, Clone, PartialEq)]
-struct Verdict {
+struct Reply {
     answer: Answer,
     ends_registry: bool,
 }
 
-impl Verdict {
-    fn one(answer: Answer) -> Verdict {
-        Verdict {
+impl Reply {
+    fn one(answer: Answer) -> Reply {
+        Reply {
             answer,
             ends_registry: false,
         }
     }
 
-    fn last(answer: Answer) -> Verdict {
-        Verdict {
+    fn last(answer: Answer) -> Reply {
+        Reply {
             answer,
             ends_registry: true,
         }
@@ -210,7 +210,7 @@ impl Verdict {
 
 /// Asks about `items` of one registry, in order: the first alone, then at most `limit` at
 /// once; once a verdict ends the registry, the rest get its answer without being asked.
-fn ask_each<T: Sync>(items: &[T], limit: usize, ask: impl Fn(&T) -> Verdict + Sync) -> Vec<Answer> {
+fn ask_each<T: Sync>(items: &[T], limit: usize, ask: impl Fn(&T) -> Reply + Sync) -> Vec<Answer> {
     let Some(first) = items.first() else {
         return Vec::new();
     };
@@ -270,14 +270,14 @@ struct Registry<'a> {
 }
 
 impl Registry<'_> {
-    fn ask(&self, r: &ImageRef) -> Verdict {
+    fn ask(&self, r: &ImageRef) -> Reply {
         self.try_ask(r).unwrap_or_else(|v| v)
     }
 
     /// `Err` carries a verdict reached before the manifest could be asked about.
-    fn try_ask(&self, r: &ImageRef) -> Result<Verdict, Verdict> {
+    fn try_ask(&self, r: &ImageRef) -> Result<Reply, Reply> {
         let Some(tag) = r.tag.as_deref() else {
-            return Ok(Verdict::one(Answer::Failed(format!("{r} names no tag"))));
+            return Ok(Reply::one(Answer::Failed(format!("{r} names no tag"))));
         };
         let url = format!("{}/v2/{}/manifests/{tag}", self.base, r.repository);
         let known = self
@@ -296,7 +296,7 @@ impl Registry<'_> {
                     return Ok(self.classify(r, &response));
                 }
                 let c = pick(&challenges(&response)).ok_or_else(|| {
-                    Verdict::one(Answer::Failed(format!(
+                    Reply::one(Answer::Failed(format!(
                         "{} answered 401 for {r} without a challenge guerite understands",
                         self.name
                     )))
@@ -315,17 +315,13 @@ impl Registry<'_> {
         Ok(self.classify(r, &response))
     }
 
-    fn head(
-        &self,
-        url: &str,
-        authorization: Option<&str>,
-    ) -> Result<Response<ureq::Body>, Verdict> {
+    fn head(&self, url: &str, authorization: Option<&str>) -> Result<Response<ureq::Body>, Reply> {
         let mut request = self.agent.head(url).header("Accept", MANIFEST_TYPES);
         if let Some(a) = authorization {
             request = request.header("Authorization", a);
         }
         let response = request.call().map_err(|e| {
-            Verdict::last(Answer::Failed(format!(
+            Reply::last(Answer::Failed(format!(
                 "{} cannot be reached: {e}",
                 self.name
             )))
@@ -334,26 +330,26 @@ impl Registry<'_> {
         Ok(response)
     }
 
-    fn classify(&self, r: &ImageRef, response: &Response<ureq::Body>) -> Verdict {
+    fn classify(&self, r: &ImageRef, response: &Response<ureq::Body>) -> Reply {
         let header = |name| response.headers().get(name).and_then(|v| v.to_str().ok());
         match response.status().as_u16() {
             200..=299 => match header("docker-content-digest").map(str::trim) {
-                Some(d) if is_digest(d) => Verdict::one(Answer::Digest(d.to_string())),
-                Some(d) => Verdict::one(Answer::Failed(format!(
+                Some(d) if is_digest(d) => Reply::one(Answer::Digest(d.to_string())),
+                Some(d) => Reply::one(Answer::Failed(format!(
                     "{} answered a malformed digest {d:?} for {r}",
                     self.name
                 ))),
-                None => Verdict::one(Answer::NoDigest),
+                None => Reply::one(Answer::NoDigest),
             },
-            404 => Verdict::one(Answer::Failed(format!("{r} not found on {}", self.name))),
-            403 => Verdict::one(Answer::AuthRequired(format!(
+            404 => Reply::one(Answer::Failed(format!("{r} not found on {}", self.name))),
+            403 => Reply::one(Answer::AuthRequired(format!(
                 "{} refused access to {r}",
                 self.name
             ))),
-            429 => Verdict::last(Answer::RateLimited {
+            429 => Reply::last(Answer::RateLimited {
                 retry_after: header("retry-after").and_then(|v| parse_retry_after(v, Utc::now())),
             }),
-            status => Verdict::one(Answer::Failed(format!(
+            status => Reply::one(Answer::Failed(format!(
                 "{} answered HTTP {status} for {r}",
                 self.name
             ))),
@@ -361,19 +357,19 @@ impl Registry<'_> {
     }
 
     /// A 401 to a request that carried what the challenge asked for.
-    fn refused(&self, r: &ImageRef, challenge: &Challenge) -> Result<Verdict, Verdict> {
+    fn refused(&self, r: &ImageRef, challenge: &Challenge) -> Result<Reply, Reply> {
         let credentials = self.credentials()?;
         Ok(match (challenge.scheme.as_str(), credentials) {
             // The same password goes with every request: all of them would fail alike.
-            ("basic", _) => Verdict::last(Answer::AuthRequired(format!(
+            ("basic", _) => Reply::last(Answer::AuthRequired(format!(
                 "credentials for {} rejected",
                 self.name
             ))),
-            (_, Some(_)) => Verdict::one(Answer::AuthRequired(format!(
+            (_, Some(_)) => Reply::one(Answer::AuthRequired(format!(
                 "the credentials for {} do not allow pulling {r}",
                 self.name
             ))),
-            (_, None) => Verdict::one(Answer::AuthRequired(self.no_credentials())),
+            (_, None) => Reply::one(Answer::AuthRequired(self.no_credentials())),
         })
     }
 
@@ -392,19 +388,19 @@ impl Registry<'_> {
     }
 
     /// The `Authorization` value that answers `challenge` for `r`.
-    fn authorization(&self, challenge: &Challenge, r: &ImageRef) -> Result<String, Verdict> {
+    fn authorization(&self, challenge: &Challenge, r: &ImageRef) -> Result<String, Reply> {
         match challenge.scheme.as_str() {
             "basic" => match self.credentials()? {
                 Some(c) => c.basic_authorization().ok_or_else(|| {
-                    Verdict::last(Answer::AuthRequired(format!(
+                    Reply::last(Answer::AuthRequired(format!(
                         "{} wants a password; its credentials hold only an identity token",
                         self.name
                     )))
                 }),
-                None => Err(Verdict::last(Answer::AuthRequired(self.no_credentials()))),
+                None => Err(Reply::last(Answer::AuthRequired(self.no_credentials()))),
             },
             "bearer" => Ok(format!("Bearer {}", self.token(challenge, r)?)),
-            other => Err(Verdict::last(Answer::Failed(format!(
+            other => Err(Reply::last(Answer::Failed(format!(
                 "{} asks for {other} authentication, which guerite does not support",
                 self.name
             )))),
@@ -413,7 +409,7 @@ impl Registry<'_> {
 
     /// A pull token for `r`'s repository from the challenge's realm: anonymous, with basic
     /// credentials, or by exchanging an identity token (OAuth refresh token).
-    fn token(&self, challenge: &Challenge, r: &ImageRef) -> Result<String, Verdict> {
+    fn token(&self, challenge: &Challenge, r: &ImageRef) -> Result<String, Reply> {
         let scope = format!("repository:{}:pull", r.repository);
         if let Some(t) = self
             .tokens
@@ -424,7 +420,7 @@ impl Registry<'_> {
             return Ok(t.clone());
         }
         let realm = challenge.param("realm").ok_or_else(|| {
-            Verdict::last(Answer::Failed(format!(
+            Reply::last(Answer::Failed(format!(
                 "{} sent a bearer challenge without a realm",
                 self.name
             )))
@@ -432,7 +428,7 @@ impl Registry<'_> {
         // Not `Failed`: its pull fallback would hand the same credentials to the engine, which
         // would send them to the same realm.
         downgrade(self.name, &self.base, realm)
-            .map_err(|e| Verdict::last(Answer::AuthRequired(e)))?;
+            .map_err(|e| Reply::last(Answer::AuthRequired(e)))?;
         let service = challenge.param("service");
         let credentials = self.credentials()?;
         let sent = match credentials.and_then(|c| c.identity_token.as_deref()) {
@@ -458,7 +454,7 @@ impl Registry<'_> {
             }
         };
         let mut response = sent.map_err(|e| {
-            Verdict::last(Answer::Failed(format!(
+            Reply::last(Answer::Failed(format!(
                 "the token service of {} cannot be reached: {e}",
                 self.name
             )))
@@ -467,22 +463,22 @@ impl Registry<'_> {
         match response.status().as_u16() {
             200..=299 => {}
             401 | 403 if credentials.is_some() => {
-                return Err(Verdict::last(Answer::AuthRequired(format!(
+                return Err(Reply::last(Answer::AuthRequired(format!(
                     "credentials for {} rejected",
                     self.name
                 ))));
             }
-            401 | 403 => return Err(Verdict::last(Answer::AuthRequired(self.no_credentials()))),
+            401 | 403 => return Err(Reply::last(Answer::AuthRequired(self.no_credentials()))),
             429 => {
                 let retry_after = response
                     .headers()
                     .get("retry-after")
                     .and_then(|v| v.to_str().ok())
                     .and_then(|v| parse_retry_after(v, Utc::now()));
-                return Err(Verdict::last(Answer::RateLimited { retry_after }));
+                return Err(Reply::last(Answer::RateLimited { retry_after }));
             }
             status => {
-                return Err(Verdict::one(Answer::Failed(format!(
+                return Err(Reply::one(Answer::Failed(format!(
                     "the token service of {} answered HTTP {status} for {r}",
                     self.name
                 ))));
@@ -496,7 +492,7 @@ impl Registry<'_> {
             .ok()
             .and_then(|body| parse_token(&body))
             .ok_or_else(|| {
-                Verdict::one(Answer::Failed(format!(
+                Reply::one(Answer::Failed(format!(
                     "the token service of {} answered without a token",
                     self.name
                 )))
@@ -508,7 +504,7 @@ impl Registry<'_> {
         Ok(token)
     }
 
-    fn credentials(&self) -> Result<Option<&Credentials>, Verdict> {
+    fn credentials(&self) -> Result<Option<&Credentials>, Reply> {
         let found = self.credentials.get_or_init(|| {
             let config = self.config.get_or_init(|| match self.config_dir {
                 Some(dir) => DockerConfig::load(dir)
@@ -526,7 +522,7 @@ impl Registry<'_> {
         });
         match found {
             Ok(c) => Ok(c.as_ref()),
-            Err(e) => Err(Verdict::last(Answer::AuthRequired(format!(
+            Err(e) => Err(Reply::last(Answer::AuthRequired(format!(
                 "no credentials for {}: {e}",
                 self.name
             )))),
@@ -892,8 +888,8 @@ mod tests {
 
     const D: &str = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 
-    fn digest() -> Verdict {
-        Verdict::one(Answer::Digest(D.into()))
+    fn digest() -> Reply {
+        Reply::one(Answer::Digest(D.into()))
     }
 
     #[test]
@@ -906,7 +902,7 @@ mod tests {
         let answers = ask_each(&[0, 1, 2, 3, 4], 1, |i| {
             asked.fetch_add(1, Ordering::SeqCst);
             if *i == 2 {
-                Verdict::last(limited.clone())
+                Reply::last(limited.clone())
             } else {
                 digest()
             }
@@ -927,7 +923,7 @@ mod tests {
         let rejected = Answer::AuthRequired("credentials for r rejected".into());
         let answers = ask_each(&[0, 1, 2, 3, 4, 5, 6], 4, |_| {
             asked.fetch_add(1, Ordering::SeqCst);
-            Verdict::last(rejected.clone())
+            Reply::last(rejected.clone())
         });
         assert_eq!(asked.load(Ordering::SeqCst), 1, "the first is asked alone");
         assert_eq!(answers, vec![rejected; 7]);
@@ -951,7 +947,7 @@ mod tests {
             if *i == 0 {
                 first_done.store(true, Ordering::SeqCst);
             }
-            Verdict::one(Answer::Failed(format!("item {i}")))
+            Reply::one(Answer::Failed(format!("item {i}")))
         });
         assert!(
             !early.load(Ordering::SeqCst),

@@ -343,7 +343,7 @@ fn latest_at_or_before_includes_t() {
 }
 
 #[derive(Clone, Copy)]
-enum Verdict {
+enum Expect {
     Run,
     Skip,
     Miss,
@@ -351,7 +351,7 @@ enum Verdict {
 
 #[test]
 fn evaluate_a_daily_job() {
-    use Verdict::*;
+    use Expect::*;
     const DAY: i64 = 86_400;
     const OLD: i64 = -365 * DAY;
     let fire = at("2026-05-09T04:00:00Z");
