@@ -76,8 +76,9 @@ pub struct ScheduleView {
 #[derive(Debug, Serialize, PartialEq, Eq)]
 pub struct DstView {
     pub fire: DateTime<Utc>,
-    /// The matching wall-clock times concerned, `YYYY-MM-DD HH:MM` in GUERITE_TZ.
-    pub local: Vec<String>,
+    /// The matching wall-clock times concerned, in GUERITE_TZ (`YYYY-MM-DD HH:MM` in JSON).
+    #[serde(serialize_with = "wall_times")]
+    pub local: Vec<NaiveDateTime>,
     pub runs: DstRuns,
 }
 
@@ -94,14 +95,17 @@ pub enum DstRuns {
     Both,
 }
 
+fn wall_times<S: serde::Serializer>(times: &[NaiveDateTime], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(times.iter().map(|t| t.format("%Y-%m-%d %H:%M").to_string()))
+}
+
 fn dst_views(sched: &Schedule, next: &[DateTime<Utc>], tz: Tz) -> Vec<DstView> {
-    let wall = |t: &NaiveDateTime| t.format("%Y-%m-%d %H:%M").to_string();
     next.iter()
         .filter_map(|fire| {
             let (local, runs) = match sched.shift(*fire, tz)? {
-                Shift::Skipped(times) => (times.iter().map(wall).collect(), DstRuns::AfterTheGap),
+                Shift::Skipped(times) => (times, DstRuns::AfterTheGap),
                 Shift::Repeated { local, both } => (
-                    vec![wall(&local)],
+                    vec![local],
                     if both {
                         DstRuns::Both
                     } else {
@@ -120,16 +124,20 @@ fn dst_views(sched: &Schedule, next: &[DateTime<Utc>], tz: Tz) -> Vec<DstView> {
 
 /// One line, e.g. "02:30 does not exist on 2027-03-14; runs at 03:00 EDT".
 fn dst_text(d: &DstView, tz: Tz) -> String {
-    let times: Vec<&str> = d.local.iter().map(|l| l.get(11..).unwrap_or(l)).collect();
+    let times: Vec<String> = d
+        .local
+        .iter()
+        .map(|l| l.format("%H:%M").to_string())
+        .collect();
     let day = d
         .local
         .first()
-        .and_then(|l| l.get(..10))
+        .map(|l| l.date().to_string())
         .unwrap_or_default();
     let fire = local(d.fire, tz, "%H:%M %Z");
     let list = match times.as_slice() {
         [] => String::new(),
-        [one] => (*one).to_string(),
+        [one] => one.clone(),
         [init @ .., last] => format!("{} and {last}", init.join(", ")),
     };
     match d.runs {

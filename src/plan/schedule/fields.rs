@@ -302,11 +302,15 @@ fn backwards(field: &Field, range: &str, low: u32, high: u32) -> String {
         }
     };
     let high = if field.max == 7 && high == 7 { 0 } else { high };
-    format!(
-        "{} range \"{range}\" runs backwards; cron does not wrap around, so write it as \"{},{}\"",
-        field.name,
-        span(low.min(max), max),
+    // From Sunday as 7, the wrap starts at Sunday as 0: nothing comes before it.
+    let spelling = if low > max {
         span(field.min, high)
+    } else {
+        format!("{},{}", span(low, max), span(field.min, high))
+    };
+    format!(
+        "{} range \"{range}\" runs backwards; cron does not wrap around, so write it as \"{spelling}\"",
+        field.name,
     )
 }
 
@@ -372,6 +376,7 @@ mod tests {
             ("step of 1 on a number", "5/1 * * * *", "minute step \"5/1\" needs \"*\" or a range before the slash, e.g. \"*/10\" or \"5-59/10\""),
             ("backwards hours", "0 22-2 * * *", "hour range \"22-2\" runs backwards; cron does not wrap around, so write it as \"22-23,0-2\""),
             ("backwards days", "0 0 * * sat-mon", "day-of-week range \"sat-mon\" runs backwards; cron does not wrap around, so write it as \"6,0-1\""),
+            ("backwards from sunday 7", "0 0 * * 7-1", "day-of-week range \"7-1\" runs backwards; cron does not wrap around, so write it as \"0-1\""),
             ("backwards to sunday 0", "0 0 * * 5-0", "day-of-week range \"5-0\" runs backwards; cron does not wrap around, so write it as \"5-6,0\""),
             ("backwards months", "0 0 1 nov-feb *", "month range \"nov-feb\" runs backwards; cron does not wrap around, so write it as \"11-12,1-2\""),
             ("croner's L", "0 0 L * *", "day-of-month value \"L\" is not a number"),

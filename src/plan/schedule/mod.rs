@@ -121,7 +121,7 @@ impl Schedule {
             let minute = self.fields.previous(r.replayed(t).min(r.until - SECOND))?;
             (minute >= r.from).then(|| r.second(minute))
         });
-        Some(first.max(far.unwrap_or(first)).max(near.unwrap_or(first)))
+        [Some(first), far, near].into_iter().flatten().max()
     }
 
     /// The first fire time of a matching local minute, and its second instant if the clock
