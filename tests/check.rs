@@ -142,3 +142,46 @@ fn daylight_saving_shifts_are_shown_beside_the_fire_times() {
     let restart = &v["schedules"][1];
     assert_eq!(restart["dst"], serde_json::json!([]), "{v}");
 }
+
+#[test]
+fn day_fields_and_backwards_ranges_as_vixie_cron_reads_them() {
+    let bed = Bed::new();
+    // A day field that starts with `*` ANDs the two: odd days that are Mondays.
+    let odd_mondays = bed.container("odd-mondays", &[("restart", "0 12 */2 * 1")], &[]);
+    // Neither starts with `*`: the 13th, or a Friday.
+    let either = bed.container("either", &[("restart", "0 12 13 * 5")], &[]);
+    let backwards = bed.container("backwards", &[("restart", "0 0 * * sat-mon")], &[]);
+    let next = |name: &str| {
+        let run = check_in(
+            &bed,
+            "UTC",
+            &["check", name, "--json", "--at", "2027-02-28T12:00:00Z"],
+        );
+        assert_eq!(run.code, 0, "{run:?}");
+        let v: serde_json::Value = serde_json::from_str(&run.stdout).expect("JSON");
+        v["schedules"][0]["next"].clone()
+    };
+    assert_eq!(
+        next(&odd_mondays),
+        serde_json::json!([
+            "2027-03-01T12:00:00Z",
+            "2027-03-15T12:00:00Z",
+            "2027-03-29T12:00:00Z"
+        ])
+    );
+    assert_eq!(
+        next(&either),
+        serde_json::json!([
+            "2027-03-05T12:00:00Z",
+            "2027-03-12T12:00:00Z",
+            "2027-03-13T12:00:00Z"
+        ])
+    );
+    let run = check_in(&bed, "UTC", &["check", &backwards, "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&run.stdout).expect("JSON");
+    assert_eq!(
+        v["label_errors"][0]["message"],
+        "day-of-week range \"sat-mon\" runs backwards; cron does not wrap around, so write it as \"6,0-1\"",
+        "{v}"
+    );
+}
